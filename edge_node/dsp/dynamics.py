@@ -1,0 +1,47 @@
+"""Dynamics: RMS level in dBFS and a MIDI-velocity estimate per onset.
+
+The velocity of an onset is estimated from the power the new note adds: the peak power of the
+``ATTACK_HOPS`` hops after the onset minus the power just before it (so a chord over a sustained note
+is judged by what it adds). The map from added level (dBFS) to velocity is affine and clipped, fitted
+on renders of the tuning set (``bench/calibrate_velocity.py``); its coefficients are below.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+ATTACK_HOPS = 6  # 30 ms after the onset
+PRE_HOPS = 2  # 10 ms before it
+SILENCE_DBFS = -90.0
+
+# velocity = VEL_SLOPE * level_dbfs + VEL_INTERCEPT, fitted on the tuning set
+VEL_SLOPE = 2.0
+VEL_INTERCEPT = 150.0
+
+
+@njit(cache=True, nogil=True)
+def hop_powers(chunk: np.ndarray, hop: int, out: np.ndarray) -> int:
+    """Mean power of each whole hop of ``chunk``; returns the number of hops written."""
+    n = chunk.shape[0] // hop
+    for h in range(n):
+        s = 0.0
+        for i in range(h * hop, (h + 1) * hop):
+            v = chunk[i]
+            s += v * v
+        out[h] = s / hop
+    return n
+
+
+def power_to_dbfs(power: float) -> float:
+    """Mean power of a float signal (full scale = 1.0) to dBFS (a full-scale sine is -3 dBFS)."""
+    if power <= 1e-12:
+        return SILENCE_DBFS
+    return max(SILENCE_DBFS, 10.0 * math.log10(power))
+
+
+def dbfs_to_velocity(level_dbfs: float) -> int:
+    v = VEL_SLOPE * level_dbfs + VEL_INTERCEPT
+    return int(min(127, max(1, round(v))))
