@@ -25,6 +25,73 @@ class AnalysisSettings(BaseModel):
     model_path: Path | None = Field(None, description="ONNX transcription model for detailed mode")
 
 
+class ServerSettings(BaseModel):
+    """The live-session daemon (``seminote-edge serve``): HTTP, admission, tickets, limits, timeouts.
+
+    Environment: ``SEMINOTE_EDGE_SERVER__<FIELD>``, e.g. ``SEMINOTE_EDGE_SERVER__PORT=8080``.
+    """
+
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 for every interface)")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port (0: any free port)")
+    public_url: str | None = Field(None, description="base URL clients reach this edge at (absolute Location)")
+    max_sessions: int = Field(64, ge=1, description="concurrent practice sessions; more get 503")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 when full or draining")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest accepted request body (SDP offer)")
+    ticket_public_key: str | None = Field(
+        None, description="PEM text or path of the Ed25519 key that verifies session tickets"
+    )
+    ticket_private_key: str | None = Field(
+        None, description="PEM text or path of the signing key (standalone edge: `ticket`, dev tickets)"
+    )
+    replay_guard_max_entries: int = Field(100_000, ge=1, description="unexpired ticket ids remembered")
+    dev_tickets: bool = Field(
+        False, description="serve POST /v1/dev/ticket to loopback clients (local development only)"
+    )
+    dev_ticket_ttl_s: float = Field(300.0, gt=0, description="lifetime of tickets minted by /v1/dev/ticket")
+    dc_max_message_bytes: int = Field(4096, ge=64, description="largest control message accepted")
+    dc_rate_per_s: float = Field(20.0, gt=0, description="sustained control messages per second")
+    dc_burst: int = Field(40, ge=1, description="control messages accepted in a burst")
+    dc_max_dropped: int = Field(500, ge=1, description="dropped control messages before the session ends")
+    dc_max_buffered_bytes: int = Field(
+        1 << 20, ge=4096, description="unsent feedback allowed to queue for a slow client before it is ended"
+    )
+    start_timeout_s: float = Field(10.0, gt=0, description="answer to first audio packet, at most")
+    media_timeout_s: float = Field(5.0, gt=0, description="silence on the wire (no RTP) that ends a session")
+    max_session_s: float = Field(4 * 3600.0, gt=0, description="hard cap on one session's length")
+    watchdog_interval_s: float = Field(1.0, gt=0, description="how often sessions are checked for timeouts")
+    reorder_window_ms: float = Field(
+        20.0, ge=0, description="how long an audio gap waits for a late packet before it is concealed"
+    )
+    shutdown_grace_s: float = Field(5.0, ge=0, description="time sessions get to say goodbye at shutdown")
+
+
+# --- result sync (issue 5: outbox → NATS JetStream) ------------------------------------------------
+class SyncSettings(BaseModel):
+    """Result sync: the SQLite outbox of session results and the relay that publishes it to JetStream.
+
+    The outbox is bounded by ``outbox_max_rows``: when it is full, new note/score batches are refused
+    (counted in ``seminote_outbox_dropped_results_total`` and in the session's local record) while
+    summaries still fit in ``outbox_summary_reserve_rows`` extra rows. A warning (and the
+    ``seminote_outbox_fill_ratio`` gauge) fires at ``outbox_warn_fill_ratio`` so operators act before.
+    """
+
+    enabled: bool = Field(True, description="record results in the outbox and relay them to NATS")
+    outbox_path: Path = Field(Path("seminote-outbox.db"), description="SQLite file of the outbox")
+    outbox_max_rows: int = Field(200_000, ge=1, description="rows (batches) the outbox may hold")
+    outbox_summary_reserve_rows: int = Field(1_000, ge=0, description="extra rows kept for summaries")
+    outbox_warn_fill_ratio: float = Field(0.8, gt=0, le=1, description="fill ratio that raises the alert")
+    batch_max_results: int = Field(64, ge=1, le=1_000, description="note/score events per outbox row")
+    flush_interval_ms: float = Field(200.0, gt=0, description="longest time a result waits in memory")
+    nats_urls: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    subject_prefix: str = Field("seminote.results", description="subject = <prefix>.<edge_id>.<kind>")
+    stream_name: str = Field("SEMINOTE_RESULTS", description="stream the relay expects to store results")
+    relay_read_rows: int = Field(256, ge=1, description="outbox rows read per relay round")
+    publish_timeout_s: float = Field(2.0, gt=0, description="wait for one JetStream publish ack")
+    backoff_initial_s: float = Field(0.1, gt=0, description="first retry delay while NATS is away")
+    backoff_max_s: float = Field(5.0, gt=0, description="longest retry delay while NATS is away")
+# --- end result sync -------------------------------------------------------------------------------
+
+
 class EdgeSettings(BaseSettings):
     """All settings of one edge process."""
 
@@ -34,3 +101,5 @@ class EdgeSettings(BaseSettings):
 
     edge_id: str = "edge-local"
     analysis: AnalysisSettings = AnalysisSettings()
+    sync: SyncSettings = SyncSettings()  # result sync (issue 5)
+    server: ServerSettings = ServerSettings()
