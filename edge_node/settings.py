@@ -92,6 +92,31 @@ class SyncSettings(BaseModel):
 # --- end result sync -------------------------------------------------------------------------------
 
 
+# --- control-plane agent (issue 4: registry stream to the control plane) ---------------------------
+class ControlAgentSettings(BaseModel):
+    """The edge's control-plane agent (``edge_node.agent``): one Connect stream that registers the
+    edge, reports load and takes cordon/uncordon/drain commands. Off unless ``addr`` is set.
+
+    Environment: ``SEMINOTE_EDGE_CONTROL__<FIELD>``, e.g. ``SEMINOTE_EDGE_CONTROL__ADDR=127.0.0.1:50051``.
+    """
+
+    addr: str | None = Field(None, description="control plane gRPC address host:port; unset: standalone edge")
+    enrollment_token: str | None = Field(None, description="shared secret that admits this edge to the registry")
+    region: str = Field("local", description="region name used for routing")
+    lat: float = Field(0.0, ge=-90, le=90, description="latitude of the edge's data centre")
+    lon: float = Field(0.0, ge=-180, le=180, description="longitude of the edge's data centre")
+    whip_url: str | None = Field(None, description="public WHIP URL; default: server.public_url + /v1/whip")
+    capacity: int | None = Field(None, ge=1, description="sessions offered to the router; default server.max_sessions")
+    tls_ca_path: Path | None = Field(None, description="CA that signs the control plane's certificate (TLS)")
+    tls_cert_path: Path | None = Field(None, description="client certificate (mTLS)")
+    tls_key_path: Path | None = Field(None, description="client key (mTLS)")
+    backoff_initial_s: float = Field(0.2, gt=0, description="first re-register delay after losing the stream")
+    backoff_max_s: float = Field(3.0, gt=0, description="longest re-register delay (full jitter below it)")
+    register_timeout_s: float = Field(5.0, gt=0, description="wait for the Registered reply, at most")
+    keepalive_s: float = Field(10.0, gt=0, description="HTTP/2 ping period that notices a dead link")
+# --- end control-plane agent -----------------------------------------------------------------------
+
+
 class EdgeSettings(BaseSettings):
     """All settings of one edge process."""
 
@@ -103,3 +128,4 @@ class EdgeSettings(BaseSettings):
     analysis: AnalysisSettings = AnalysisSettings()
     sync: SyncSettings = SyncSettings()  # result sync (issue 5)
     server: ServerSettings = ServerSettings()
+    control: ControlAgentSettings = ControlAgentSettings()  # control-plane agent (issue 4)

@@ -1,0 +1,164 @@
+"""Turns a route request into a routing decision plus signed session tickets.
+
+Shared by the gRPC ``Route`` RPC and the JSON gateway. Validation and bookkeeping live here; the
+policy itself is :func:`control_plane.router.decide` (pure). Synchronous on purpose: a route touches
+only memory (the registry) and buffers its audit row in the store, so it never waits.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_node.tickets import TicketClaims, mint_ticket
+
+from .errors import InvalidRequest, NoCapacity
+from .registry import Registry, unit_vector, validate_location
+from .router import Candidate, Mode, Policy, decide
+from .settings import RoutingSettings
+from .store import Store
+
+MAX_USER_CHARS = 256
+MAX_PIECE_CHARS = 256
+MAX_RTTS = 64
+MAX_RTT_MS = 10_000.0
+MAX_TEMPO_BPM = 400.0
+
+
+@dataclass(slots=True)
+class RouteQuery:
+    user: str
+    lat: float | None = None
+    lon: float | None = None
+    region: str = ""
+    rtts: Mapping[str, float] = field(default_factory=dict)
+    piece: str = ""
+    tempo_bpm: float = 0.0
+    prefer_detailed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedEdge:
+    edge_id: str
+    whip_url: str
+    ticket: str
+    rtt_ms: float
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteResult:
+    session_id: str
+    mode: Mode
+    reason: str
+    edge: RoutedEdge | None          # None for on-device
+    expires_at: float
+    alternates: tuple[RoutedEdge, ...]
+
+
+@dataclass(slots=True)
+class RouteCounters:
+    total: int = 0
+    exhausted: int = 0
+    on_device: int = 0
+
+
+def validate_query(q: RouteQuery) -> None:
+    """Raises :class:`InvalidRequest` naming the first bad field."""
+    if not q.user or len(q.user) > MAX_USER_CHARS:
+        raise InvalidRequest("user", f"must be 1..{MAX_USER_CHARS} characters")
+    if len(q.piece) > MAX_PIECE_CHARS:
+        raise InvalidRequest("piece", f"longer than {MAX_PIECE_CHARS} characters")
+    if not (math.isfinite(q.tempo_bpm) and 0.0 <= q.tempo_bpm <= MAX_TEMPO_BPM):
+        raise InvalidRequest("tempo_bpm", f"must be 0 (unknown) .. {MAX_TEMPO_BPM:g}")
+    if (q.lat is None) != (q.lon is None):
+        raise InvalidRequest("lat", "lat and lon go together")
+    if q.lat is not None and q.lon is not None:
+        validate_location(q.lat, q.lon)
+    if len(q.region) > 64:
+        raise InvalidRequest("region", "longer than 64 characters")
+    if len(q.rtts) > MAX_RTTS:
+        raise InvalidRequest("rtts", f"at most {MAX_RTTS} measurements")
+    for edge_id, rtt in q.rtts.items():
+        if not (math.isfinite(rtt) and 0.0 <= rtt <= MAX_RTT_MS):
+            raise InvalidRequest("rtts", f"rtt for {edge_id!r} must be 0..{MAX_RTT_MS:g} ms")
+    if q.lat is None and not q.region and not q.rtts:
+        raise InvalidRequest("location", "give lat/lon, a region or measured RTTs")
+
+
+class Dispatcher:
+    """Routes sessions: candidates from the registry → policy → tickets → bookkeeping."""
+
+    def __init__(self, registry: Registry, store: Store, settings: RoutingSettings,
+                 private_key: Ed25519PrivateKey, rng: random.Random | None = None) -> None:
+        self.registry = registry
+        self.store = store
+        self.settings = settings
+        self.private_key = private_key
+        self.policy = Policy(
+            slow_bpm=settings.slow_bpm, fast_bpm=settings.fast_bpm, fast_budget_ms=settings.fast_budget_ms,
+            light_budget_ms=settings.light_budget_ms, slow_budget_ms=settings.slow_budget_ms,
+            tier_slack_ms=settings.tier_slack_ms, max_alternates=settings.max_alternates,
+        )
+        self.rng = rng or random.Random()
+        self.counters = RouteCounters()
+
+    def _client_vector(self, q: RouteQuery) -> tuple[float, float, float]:
+        if q.lat is not None and q.lon is not None:
+            return unit_vector(q.lat, q.lon)
+        if q.region:
+            centroid = self.registry.region_centroid(q.region)
+            if centroid is None:
+                raise InvalidRequest("region", f"no edge is known in region {q.region!r}")
+            return centroid
+        # Only RTTs: centre on the lowest-RTT known edge.
+        known = [(rtt, e) for e_id, rtt in q.rtts.items() if (e := self.registry.edges.get(e_id)) is not None]
+        if not known:
+            raise InvalidRequest("rtts", "none of the measured edges is known")
+        return min(known, key=lambda p: p[0])[1].vec
+
+    def route(self, q: RouteQuery) -> RouteResult:
+        validate_query(q)
+        self.counters.total += 1
+        vec = self._client_vector(q)
+        candidates = self.registry.candidates(vec, q.rtts, self.settings.regions_scanned)
+        try:
+            decision = decide(candidates, q.tempo_bpm, q.prefer_detailed, self.policy, self.rng)
+        except NoCapacity:
+            self.counters.exhausted += 1
+            raise
+        now = time.time()
+        session_id = secrets.token_urlsafe(12)
+        expires_at = now + self.settings.ticket_ttl_s
+        if decision.chosen is None:
+            self.counters.on_device += 1
+            self.store.route_recorded({"at": now, "user": q.user, "session_id": session_id, "edge_id": "",
+                                       "mode": decision.mode.value, "tempo_bpm": q.tempo_bpm, "rtt_ms": 0.0,
+                                       "reason": decision.reason, "alternates": "[]"})
+            return RouteResult(session_id, decision.mode, decision.reason, None, expires_at, ())
+        mode = decision.mode.value
+
+        def routed(c: Candidate) -> RoutedEdge:
+            entry = self.registry.edges[c.edge_id]
+            claims = TicketClaims(session_id=session_id, user=q.user, edge_id=c.edge_id, exp=expires_at,
+                                  iat=now, piece=q.piece or None, mode=mode)
+            return RoutedEdge(c.edge_id, entry.whip_url, mint_ticket(self.private_key, claims), c.rtt_ms,
+                              entry.region)
+
+        chosen = routed(decision.chosen)
+        alternates = tuple(routed(c) for c in decision.alternates)
+        self.registry.note_routed(chosen.edge_id, session_id)
+        self.store.session_changed(session_id, user=q.user, edge_id=chosen.edge_id, mode=mode, piece=q.piece,
+                                   state="routed", routed_at=now, updated_at=now)
+        self.store.route_recorded({
+            "at": now, "user": q.user, "session_id": session_id, "edge_id": chosen.edge_id, "mode": mode,
+            "tempo_bpm": q.tempo_bpm, "rtt_ms": round(chosen.rtt_ms, 2), "reason": decision.reason,
+            "alternates": ",".join(a.edge_id for a in alternates),
+        })
+        return RouteResult(session_id, decision.mode, decision.reason, chosen, expires_at, alternates)
