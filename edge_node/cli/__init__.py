@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules under edge_node.cli, in the order --help lists them.
-COMMANDS: tuple[str, ...] = ("analyze",)
+COMMANDS: tuple[str, ...] = ("analyze", "serve", "ticket", "client")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,260 @@
+"""A Python practice client: streams an audio file to an edge in real time, as the app would.
+
+It makes a WHIP offer with a ``feedback`` data channel created before the offer, sends the file's
+audio as Opus in 20 ms frames paced by the wall clock (:class:`FileAudioTrack`), and records every
+message the edge sends with its receive time. Tests and benchmarks use the send and receive times:
+``track.sent_at[k]`` is when frame ``k`` (samples ``k*960 .. k*960+959`` of the file) was handed to the
+encoder, ``ReceivedEvent.received_at`` when an event arrived (both ``time.monotonic()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+import av
+import numpy as np
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+
+from .audio import CHUNK_SAMPLES, SAMPLE_RATE_HZ, iter_file_chunks
+from .errors import WhipRefused
+from .events import Event
+
+FRAME_S = CHUNK_SAMPLES / SAMPLE_RATE_HZ
+TIME_BASE = fractions.Fraction(1, SAMPLE_RATE_HZ)
+HTTP_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    event: Event
+    received_at: float
+
+
+class FileAudioTrack(MediaStreamTrack):
+    """Audio of a file (or of given samples) in real time, then silence until stopped.
+
+    ``finished`` is set when the last frame of the audio plus ``tail_s`` of silence has been sent.
+    """
+
+    kind = "audio"
+
+    def __init__(
+        self, source: str | Path | np.ndarray, tail_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        if isinstance(source, np.ndarray):
+            samples = np.asarray(source, dtype=np.float32).reshape(-1)
+            chunks: Iterator[np.ndarray] = (
+                samples[i : i + CHUNK_SAMPLES] for i in range(0, samples.size, CHUNK_SAMPLES)
+            )
+        else:
+            chunks = iter_file_chunks(source)
+        self._chunks = chunks
+        self._tail_frames = round(tail_s / FRAME_S)
+        self._clock = clock
+        self._start: float | None = None
+        self._index = 0
+        self._audio_frames: int | None = None
+        self.sent_at: list[float] = []
+        self.finished = asyncio.Event()
+
+    @property
+    def started_at(self) -> float | None:
+        return self._start
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        else:
+            wait = self._start + self._index * FRAME_S - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+        chunk = self._next_chunk()
+        pcm = np.clip(np.round(chunk * 32767.0), -32768, 32767).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE_HZ
+        frame.pts = self._index * CHUNK_SAMPLES
+        frame.time_base = TIME_BASE
+        self.sent_at.append(self._clock())
+        self._index += 1
+        if self._audio_frames is not None and self._index >= self._audio_frames + self._tail_frames:
+            self.finished.set()
+        return frame
+
+    def _next_chunk(self) -> np.ndarray:
+        if self._audio_frames is None:
+            chunk = next(self._chunks, None)
+            if chunk is not None:
+                if chunk.size < CHUNK_SAMPLES:
+                    chunk = np.concatenate([chunk, np.zeros(CHUNK_SAMPLES - chunk.size, np.float32)])
+                return chunk
+            self._audio_frames = self._index
+        return np.zeros(CHUNK_SAMPLES, dtype=np.float32)
+
+
+class PracticeClient:
+    """One practice session from the client side: WHIP offer, Opus up, feedback events down."""
+
+    def __init__(
+        self,
+        whip_url: str,
+        ticket: str,
+        track: MediaStreamTrack,
+        on_event: Callable[[ReceivedEvent], None] | None = None,
+    ) -> None:
+        self.whip_url = whip_url
+        self.ticket = ticket
+        self.track = track
+        self.on_event = on_event
+        self.events: list[ReceivedEvent] = []
+        self.replies: list[ReceivedEvent] = []
+        self.session_url: str | None = None
+        self.pc: RTCPeerConnection | None = None
+        self.channel: RTCDataChannel | None = None
+        self.channel_open = asyncio.Event()
+        self.channel_closed = asyncio.Event()
+        self._http: aiohttp.ClientSession | None = None
+        self._state = "new"
+        self._waiters: list[tuple[Callable[[Event], bool], asyncio.Future[Event]]] = []
+
+    async def __aenter__(self) -> PracticeClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Offer, POST it to the edge, apply the answer. Raises :class:`WhipRefused` when refused."""
+        if self._state != "new":
+            raise RuntimeError(f"client cannot start: it is {self._state}")
+        self._state = "starting"
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S))
+        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        channel = self.channel = pc.createDataChannel("feedback")
+        channel.on("open", self.channel_open.set)
+        channel.on("close", self.channel_closed.set)
+        channel.on("message", self._on_message)
+        pc.addTransceiver(self.track, direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        assert pc.localDescription is not None
+        async with self._http.post(
+            self.whip_url, data=pc.localDescription.sdp,
+            headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {self.ticket}"},
+        ) as resp:
+            body = await resp.text()
+            if resp.status != 201:
+                raise _refusal(resp.status, body)
+            location = resp.headers.get("Location")
+        if not location:
+            raise WhipRefused(201, "no_location", "edge answered without a Location header")
+        self.session_url = urljoin(self.whip_url, location)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+        self._state = "running"
+
+    async def send_control(self, message: dict[str, Any] | str | bytes) -> None:
+        await asyncio.wait_for(self.channel_open.wait(), HTTP_TIMEOUT_S)
+        assert self.channel is not None
+        self.channel.send(message if isinstance(message, str | bytes) else json.dumps(message))
+
+    async def wait_for(self, predicate: Callable[[Event], bool], timeout_s: float) -> Event:
+        """The first message (received already or later) for which ``predicate`` is true."""
+        for rec in (*self.events, *self.replies):
+            if predicate(rec.event):
+                return rec.event
+        fut: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        entry = (predicate, fut)
+        self._waiters.append(entry)
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self._waiters.remove(entry)
+
+    async def stream(self, stop: bool = True, timeout_s: float | None = None) -> list[ReceivedEvent]:
+        """Wait until a :class:`FileAudioTrack` has sent everything, then (``stop``) ask the edge to
+        finish and wait for its channel to close. Returns the feedback events received."""
+        if not isinstance(self.track, FileAudioTrack):
+            raise TypeError("stream() needs a FileAudioTrack")
+        await asyncio.wait_for(self.track.finished.wait(), timeout_s)
+        if stop:
+            await self.send_control({"type": "stop"})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.channel_closed.wait(), 5.0)
+        return self.events
+
+    async def aclose(self, delete: bool = True) -> None:
+        """End the session: DELETE it on the edge (unless ``delete`` is false: an abrupt end), close
+        the peer. Safe twice."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        try:
+            if delete and self.session_url and self._http is not None:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with self._http.delete(
+                        self.session_url, headers={"Authorization": f"Bearer {self.ticket}"}
+                    ):
+                        pass
+        finally:
+            self.track.stop()
+            if self.pc is not None:
+                await self.pc.close()
+            if self._http is not None:
+                await self._http.close()
+            for _, fut in self._waiters:
+                fut.cancel()
+
+    def _on_message(self, message: str | bytes) -> None:
+        received_at = time.monotonic()
+        try:
+            event = json.loads(message)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        rec = ReceivedEvent(event, received_at)
+        (self.events if "seq" in event else self.replies).append(rec)
+        if self.on_event is not None:
+            self.on_event(rec)
+        for predicate, fut in self._waiters:
+            if not fut.done() and predicate(event):
+                fut.set_result(event)
+
+
+def _refusal(status: int, body: str) -> WhipRefused:
+    try:
+        data = json.loads(body)
+        return WhipRefused(status, str(data["error"]), str(data["message"]))
+    except (ValueError, KeyError, TypeError):
+        return WhipRefused(status, "http", body.strip()[:200] or f"HTTP {status}")
+
+
+async def fetch_dev_ticket(base_url: str, **claims: Any) -> dict[str, Any]:
+    """A ticket from an edge's ``POST /v1/dev/ticket`` (standalone edge with dev tickets on)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)) as http, \
+            http.post(urljoin(base_url, "/v1/dev/ticket"), json=claims) as resp:
+        body = await resp.text()
+        if resp.status != 200:
+            raise _refusal(resp.status, body)
+        data: dict[str, Any] = json.loads(body)
+        return data

@@ -1,0 +1,197 @@
+"""The session manager: admission (tickets, capacity), the open sessions, timeouts and teardown.
+
+Opening a session runs every check synchronously before the first ``await`` (ticket, offer, capacity,
+single use, slot reservation), so concurrent offers cannot race past the limits. Two named tasks run
+for the manager's lifetime: the *watchdog* (every ``watchdog_interval_s``: ends sessions with no
+audio, silent wires, or past their maximum length; syncs receive counters to the metrics) and the
+*reaper* (ends the sessions that asked to be closed: client ``stop``, flood, failed peer, closed
+channel). A vanished client is thus ended within ``media_timeout_s + watchdog_interval_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .errors import (
+    CapacityExceeded,
+    EdgeDraining,
+    SessionExists,
+    SessionNotFound,
+    TicketForged,
+)
+from .metrics import EdgeMetrics
+from .session import PracticeSession, validate_offer
+from .settings import EdgeSettings
+from .tickets import ReplayGuard, TicketClaims, verify_ticket
+
+log = structlog.get_logger(__name__)
+
+CLOSE_TIMEOUT_S = 5.0  # one peer connection's teardown, at most
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", errors="replace")).digest()
+
+
+class SessionManager:
+    """Owns every practice session of one edge."""
+
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        public_keys: Sequence[Ed25519PublicKey],
+        metrics: EdgeMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.server = settings.server
+        self.edge_id = settings.edge_id
+        self.public_keys = list(public_keys)
+        self.metrics = metrics or EdgeMetrics()
+        self.metrics.sessions_max.set(self.server.max_sessions)
+        self.replay_guard = ReplayGuard(self.server.replay_guard_max_entries)
+        self.sessions: dict[str, PracticeSession] = {}
+        self._reserved = 0
+        self._draining = False
+        self._state = "new"
+        self._close_queue: asyncio.Queue[tuple[PracticeSession, str]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if self._state != "new":
+            raise RuntimeError(f"session manager cannot start: it is {self._state}")
+        self._state = "running"
+        self._tasks = [
+            asyncio.create_task(self._watchdog(), name="edge-session-watchdog"),
+            asyncio.create_task(self._reaper(), name="edge-session-reaper"),
+        ]
+
+    async def aclose(self) -> None:
+        """Stop taking sessions, end every open one, stop the manager's tasks. Safe twice."""
+        if self._state == "closed":
+            return
+        self._draining = True
+        self._state = "closed"
+        await self.close_all("shutdown")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def __aenter__(self) -> SessionManager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def drain(self) -> None:
+        """Take no new sessions (``/readyz`` turns 503); open ones continue."""
+        self._draining = True
+
+    @property
+    def accepting(self) -> bool:
+        return (
+            self._state == "running" and not self._draining
+            and len(self.sessions) + self._reserved < self.server.max_sessions
+        )
+
+    @property
+    def count(self) -> int:
+        return len(self.sessions)
+
+    # ------------------------------------------------------------- sessions
+    async def open(self, token: str, offer: str) -> tuple[PracticeSession, str]:
+        """Admit a WHIP offer: returns the session and its SDP answer.
+
+        Raises :class:`~edge_node.errors.TicketError` or :class:`SessionError` subclasses.
+        """
+        now = time.time()
+        claims = verify_ticket(token, self.public_keys, self.edge_id, now)
+        validate_offer(offer)
+        if self._state != "running" or self._draining:
+            raise EdgeDraining(self.server.retry_after_s)
+        if len(self.sessions) + self._reserved >= self.server.max_sessions:
+            raise CapacityExceeded(self.server.max_sessions, self.server.retry_after_s)
+        if claims.session_id in self.sessions:
+            raise SessionExists(f"session {claims.session_id!r} is already open")
+        self.replay_guard.check_and_remember(claims, now)
+        return await self._create(claims, token, offer)
+
+    async def _create(self, claims: TicketClaims, token: str, offer: str) -> tuple[PracticeSession, str]:
+        self._reserved += 1
+        session = PracticeSession(
+            claims, token_digest(token), self.server, self.settings.analysis, self.metrics,
+            self.request_close,
+        )
+        try:
+            answer = await session.answer(offer)
+        except BaseException:
+            self._reserved -= 1
+            await asyncio.shield(session.aclose("offer_failed"))
+            raise
+        self._reserved -= 1
+        self.sessions[session.id] = session
+        self.metrics.sessions_opened.inc()
+        self.metrics.sessions_active.set(len(self.sessions))
+        session.log.info("session opened", mode=session.pipeline.mode, piece=session.piece)
+        return session, answer
+
+    def get(self, session_id: str, token: str) -> PracticeSession:
+        """The open session ``session_id``, if ``token`` is the ticket that opened it."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise SessionNotFound(f"no open session {session_id!r}")
+        if not hmac.compare_digest(session.token_digest, token_digest(token)):
+            raise TicketForged("this is not the ticket that opened the session")
+        return session
+
+    async def close(self, session: PracticeSession, reason: str) -> None:
+        """End one session and forget it. Closing an already closed session is a no-op."""
+        if self.sessions.get(session.id) is session:
+            del self.sessions[session.id]
+            self.metrics.sessions_active.set(len(self.sessions))
+            self.metrics.sessions_closed.labels(reason).inc()
+        try:
+            await asyncio.wait_for(session.aclose(reason), CLOSE_TIMEOUT_S)
+        except Exception as exc:  # a broken peer must not stop the reaper or the shutdown
+            session.log.warning("session teardown failed", error=repr(exc))
+
+    async def close_all(self, reason: str) -> None:
+        sessions = list(self.sessions.values())
+        await asyncio.gather(*(self.close(s, reason) for s in sessions))
+
+    def request_close(self, session: PracticeSession, reason: str) -> None:
+        """Called by a session (from callbacks that cannot await) to be ended by the reaper."""
+        self._close_queue.put_nowait((session, reason))
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [s.info() for s in self.sessions.values()]
+
+    # ---------------------------------------------------------------- tasks
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(self.server.watchdog_interval_s)
+            now = time.monotonic()
+            self.replay_guard.prune(time.time())
+            for session in list(self.sessions.values()):
+                session.sync_metrics()
+                reason = session.expired(now)
+                if reason is not None:
+                    self.request_close(session, reason)
+
+    async def _reaper(self) -> None:
+        while True:
+            session, reason = await self._close_queue.get()
+            if session.state in ("closing", "closed"):
+                continue
+            await self.close(session, reason)
+
