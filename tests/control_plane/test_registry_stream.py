@@ -13,15 +13,7 @@ from control_plane.app import ControlPlane
 from edge_node.agent import AgentSession, MemoryHost
 from edge_node.tickets import load_public_key, verify_ticket
 
-from .conftest import ADMIN, CLIENT, auth, identity, make_agent
-
-
-async def wait_for(predicate, timeout_s: float = 5.0, step_s: float = 0.02) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(step_s)
+from .conftest import ADMIN, CLIENT, auth, identity, make_agent, wait_until
 
 
 async def test_agent_registers_receives_key_and_routes_get_valid_tickets(
@@ -50,7 +42,7 @@ async def test_agent_registers_receives_key_and_routes_get_valid_tickets(
 
         # The session connects: the next report moves it from pending to active.
         host.sessions[reply.session_id] = AgentSession(reply.session_id, user="alice")
-        await wait_for(lambda: control.registry is not None
+        await wait_until(lambda: control.registry is not None
                        and reply.session_id in control.registry.edges["edge-a"].sessions)
         assert not control.registry.edges["edge-a"].pending  # type: ignore[union-attr]
         listed = await fleet.ListSessions(fleet_pb2.ListSessionsRequest(edge_id="edge-a"), metadata=auth(ADMIN))
@@ -68,22 +60,22 @@ async def test_cordon_uncordon_and_drain_reach_the_edge(control: ControlPlane, a
         await asyncio.wait_for(agent.registered.wait(), 5)
         edge = await fleet.CordonEdge(fleet_pb2.EdgeRequest(edge_id="edge-c"), metadata=auth(ADMIN))
         assert edge.state == edge_pb2.EDGE_STATE_CORDONED
-        await wait_for(lambda: not host.accepting)
+        await wait_until(lambda: not host.accepting)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await router.Route(request, metadata=auth(CLIENT))
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
         await fleet.UncordonEdge(fleet_pb2.EdgeRequest(edge_id="edge-c"), metadata=auth(ADMIN))
-        await wait_for(lambda: host.accepting)
+        await wait_until(lambda: host.accepting)
         assert (await router.Route(request, metadata=auth(CLIENT))).edge_id == "edge-c"
 
         edge = await fleet.DrainEdge(fleet_pb2.DrainEdgeRequest(edge_id="edge-c", timeout_s=30), metadata=auth(ADMIN))
         assert edge.state == edge_pb2.EDGE_STATE_DRAINING
-        await wait_for(lambda: host.drain_deadline is not None)
+        await wait_until(lambda: host.drain_deadline is not None)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await fleet.UncordonEdge(fleet_pb2.EdgeRequest(edge_id="edge-c"), metadata=auth(ADMIN))
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         host.sessions.clear()  # the last session ends
-        await wait_for(lambda: control.registry is not None
+        await wait_until(lambda: control.registry is not None
                        and control.registry.edges["edge-c"].state.value == "drained")
         assert agent.status.commands[:3] == ["cordon", "uncordon", "drain"]
