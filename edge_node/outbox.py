@@ -1,0 +1,429 @@
+"""The edge's SQLite outbox of session results, waiting to be relayed to NATS JetStream.
+
+A session hands its events to :meth:`Outbox.record_events` (and its summary to
+:meth:`Outbox.record_summary`). Those calls only append to memory, so the audio path never waits
+on disk; a flusher task writes what accumulated every ``flush_interval_ms`` (sooner when a batch is
+full or a summary arrives), and each write is **one transaction** that both updates the session's
+local record (``local_sessions``) and appends the outbox rows, so the edge never holds a result
+locally that it will not sync, nor syncs one it does not hold.
+
+Only ``note`` and ``score`` events are synced, in compact batches of at most ``batch_max_results``
+per row, plus one row per summary. Row ids come from ``AUTOINCREMENT`` (never reused after a delete)
+and are qualified with the edge id and a random epoch chosen when the file was created, so a
+message id (:meth:`OutboxRow.msg_id`) is unique across edges and across a re-created outbox file.
+
+The outbox is bounded (``outbox_max_rows``). When full it refuses new note/score batches - counted
+in ``seminote_outbox_dropped_results_total`` and in the session's ``results_dropped`` - but still
+admits summaries into ``outbox_summary_reserve_rows`` extra rows; refusing new data keeps what is
+already queued intact and in order. ``seminote_outbox_fill_ratio`` and a warning log at
+``outbox_warn_fill_ratio`` give operators the alert before that happens.
+
+All SQLite work runs on one worker thread owned by the outbox (SQLite connections are not shared
+between threads here), in WAL mode with ``synchronous=NORMAL``: a committed row survives the process
+being killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import sqlite_utils
+import structlog
+from prometheus_client import Counter, Gauge
+
+from .errors import OutboxError
+from .events import Event
+from .settings import SyncSettings
+
+__all__ = ["SYNCED_EVENT_TYPES", "Outbox", "OutboxRow", "SessionRecord"]
+
+log = structlog.get_logger(__name__)
+
+SYNCED_EVENT_TYPES: frozenset[str] = frozenset({"note", "score"})
+"""Event types that are results worth keeping in the cloud (besides the summary)."""
+
+MESSAGE_VERSION = 1
+RowKind = Literal["events", "summary"]
+
+OUTBOX_ROWS = Gauge("seminote_outbox_rows", "Rows (result batches) waiting in the outbox")
+OUTBOX_FILL_RATIO = Gauge("seminote_outbox_fill_ratio", "Outbox rows / outbox_max_rows")
+OUTBOX_FULL = Gauge("seminote_outbox_full", "1 while the outbox refuses new result batches")
+OUTBOX_RECORDED_RESULTS = Counter(
+    "seminote_outbox_recorded_results_total", "note/score results written to the outbox"
+)
+OUTBOX_DROPPED_RESULTS = Counter(
+    "seminote_outbox_dropped_results_total", "note/score results refused because the outbox was full"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One queued message: a batch of one session's results, or its summary."""
+
+    id: int
+    session_id: str
+    kind: RowKind
+    results: int
+    payload: bytes
+
+    def msg_id(self, edge_id: str, epoch: str) -> str:
+        """The JetStream ``Nats-Msg-Id``: unique across edges and re-created outbox files."""
+        return f"{edge_id}.{epoch}.{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """The edge's local record of one session's synced results."""
+
+    session_id: str
+    user_id: str
+    started_at: float
+    results_recorded: int
+    results_dropped: int
+    last_seq: int
+    has_summary: bool
+
+
+@dataclass(slots=True)
+class _PendingSession:
+    user_id: str
+    events: list[Event]
+    summary: Event | None = None
+
+
+class Outbox:
+    """Bounded, durable queue of session results (see module docstring)."""
+
+    def __init__(self, settings: SyncSettings, edge_id: str) -> None:
+        self.settings = settings
+        self.edge_id = edge_id
+        self.epoch = ""
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-sqlite")
+        self._db: sqlite_utils.Database | None = None
+        self._pending: dict[str, _PendingSession] = {}
+        self._pending_results = 0
+        self._rows = 0
+        self._warned = False
+        self._wake_flusher = asyncio.Event()
+        self._rows_available = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._state: Literal["new", "open", "closed"] = "new"
+        self.dropped_results = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open (or create) the SQLite file and start the flusher task."""
+        if self._state == "closed":
+            raise OutboxError("outbox was closed; create a new one")
+        if self._state == "open":
+            return
+        await self._run(self._open)
+        self._state = "open"
+        self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flusher")
+        if self._rows:
+            self._rows_available.set()
+
+    async def aclose(self) -> None:
+        """Write what is still in memory, then close the file. Safe to call twice."""
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closed"
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        try:
+            await self._write_pending()
+        finally:
+            await self._run(self._close_db)
+            self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> Outbox:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # -- the session's side (called from the audio path: memory only) -------------------------------
+
+    def record_events(self, session_id: str, user_id: str, events: Iterable[Event]) -> int:
+        """Queue this session's ``note``/``score`` events for the outbox; returns how many were kept.
+
+        Never touches disk: the flusher writes them within ``flush_interval_ms``.
+        """
+        if self._state != "open":
+            raise OutboxError(f"record_events on a {self._state} outbox")
+        kept = [e for e in events if e.get("type") in SYNCED_EVENT_TYPES]
+        if not kept:
+            return 0
+        pending = self._pending.get(session_id)
+        if pending is None:
+            pending = self._pending[session_id] = _PendingSession(user_id, [])
+        pending.events.extend(kept)
+        self._pending_results += len(kept)
+        if self._pending_results >= self.settings.batch_max_results:
+            self._wake_flusher.set()
+        return len(kept)
+
+    def record_summary(self, session_id: str, user_id: str, summary: Event) -> None:
+        """Queue the session's ``summary`` event; it is written on the next flush, promptly."""
+        if self._state != "open":
+            raise OutboxError(f"record_summary on a {self._state} outbox")
+        if summary.get("type") != "summary":
+            raise OutboxError(f"record_summary got a {summary.get('type')!r} event")
+        pending = self._pending.get(session_id)
+        if pending is None:
+            pending = self._pending[session_id] = _PendingSession(user_id, [])
+        pending.summary = summary
+        self._wake_flusher.set()
+
+    async def flush(self) -> None:
+        """Write everything recorded so far (tests, shutdown, end of a session)."""
+        await self._write_pending()
+
+    # -- the relay's side ---------------------------------------------------------------------------
+
+    @property
+    def rows(self) -> int:
+        """Rows currently in the outbox (kept in memory, exact)."""
+        return self._rows
+
+    async def wait_rows(self, timeout_s: float) -> bool:
+        """Wait until the outbox may have rows; ``False`` on timeout."""
+        try:
+            await asyncio.wait_for(self._rows_available.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def fetch(self, limit: int) -> list[OutboxRow]:
+        """The oldest ``limit`` rows, in id order."""
+        rows = await self._run(self._fetch, limit)
+        if not rows:
+            self._rows_available.clear()
+        return rows
+
+    async def delete(self, ids: Sequence[int]) -> None:
+        """Remove rows whose publish was acknowledged."""
+        if ids:
+            await self._run(self._delete, list(ids))
+
+    async def session(self, session_id: str) -> SessionRecord | None:
+        """The local record of a session (what was written for it), or ``None``."""
+        return await self._run(self._session, session_id)
+
+    # -- internals (worker thread) ------------------------------------------------------------------
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _open(self) -> None:
+        path = self.settings.outbox_path
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None)
+        db = sqlite_utils.Database(conn)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox ("
+            " id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, kind TEXT NOT NULL,"
+            " results INTEGER NOT NULL, payload BLOB NOT NULL, created_at REAL NOT NULL)"
+        )
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS local_sessions ("
+            " session_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, started_at REAL NOT NULL,"
+            " updated_at REAL NOT NULL, results_recorded INTEGER NOT NULL DEFAULT 0,"
+            " results_dropped INTEGER NOT NULL DEFAULT 0, last_seq INTEGER NOT NULL DEFAULT -1,"
+            " summary TEXT)"
+        )
+        row = db.execute("SELECT value FROM outbox_meta WHERE key = 'epoch'").fetchone()
+        if row is None:
+            epoch = secrets.token_hex(4)
+            db.execute("INSERT INTO outbox_meta (key, value) VALUES ('epoch', ?)", [epoch])
+        else:
+            epoch = str(row[0])
+        self.epoch = epoch
+        self._rows = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        self._db = db
+        self._update_gauges()
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.conn.close()
+            self._db = None
+
+    def _fetch(self, limit: int) -> list[OutboxRow]:
+        assert self._db is not None
+        cur = self._db.execute(
+            "SELECT id, session_id, kind, results, payload FROM outbox ORDER BY id LIMIT ?", [limit]
+        )
+        return [OutboxRow(int(i), str(s), k, int(n), bytes(p)) for i, s, k, n, p in cur.fetchall()]
+
+    def _delete(self, ids: list[int]) -> None:
+        assert self._db is not None
+        with self._db.conn:
+            self._db.conn.execute("BEGIN IMMEDIATE")
+            deleted = self._db.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+        self._rows -= deleted.rowcount
+        self._update_gauges()
+
+    def _session(self, session_id: str) -> SessionRecord | None:
+        assert self._db is not None
+        row = self._db.execute(
+            "SELECT session_id, user_id, started_at, results_recorded, results_dropped, last_seq,"
+            " summary IS NOT NULL FROM local_sessions WHERE session_id = ?",
+            [session_id],
+        ).fetchone()
+        if row is None:
+            return None
+        return SessionRecord(str(row[0]), str(row[1]), float(row[2]), int(row[3]), int(row[4]),
+                             int(row[5]), bool(row[6]))
+
+    def _update_gauges(self) -> None:
+        max_rows = self.settings.outbox_max_rows
+        ratio = self._rows / max_rows
+        OUTBOX_ROWS.set(self._rows)
+        OUTBOX_FILL_RATIO.set(ratio)
+        OUTBOX_FULL.set(1 if self._rows >= max_rows else 0)
+        if ratio >= self.settings.outbox_warn_fill_ratio and not self._warned:
+            self._warned = True
+            log.warning("outbox nearly full", rows=self._rows, max_rows=max_rows, fill_ratio=round(ratio, 3))
+        elif ratio < self.settings.outbox_warn_fill_ratio * 0.9:
+            self._warned = False
+
+    # -- flushing -----------------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        interval_s = self.settings.flush_interval_ms / 1000.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_flusher.wait(), interval_s)
+            self._wake_flusher.clear()
+            try:
+                await self._write_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A disk error must not kill the flusher; the results stay in memory for the next try.
+                log.exception("outbox flush failed; will retry")
+
+    async def _write_pending(self) -> None:
+        if not self._pending or self._db is None:
+            return
+        batch, self._pending = self._pending, {}
+        results = self._pending_results
+        self._pending_results = 0
+        try:
+            written = await self._run(self._write, batch, time.time())
+        except BaseException:
+            # Put the batch back in front of anything recorded meanwhile, so nothing is lost or reordered.
+            for sid, p in self._pending.items():
+                if sid in batch:
+                    batch[sid].events.extend(p.events)
+                    batch[sid].summary = p.summary or batch[sid].summary
+                else:
+                    batch[sid] = p
+            self._pending = batch
+            self._pending_results += results
+            raise
+        if written:
+            self._rows_available.set()
+
+    def _write(self, batch: dict[str, _PendingSession], now: float) -> int:
+        """One transaction: the sessions' local records and their outbox rows. Returns rows written."""
+        assert self._db is not None
+        conn = self._db.conn
+        size = self.settings.batch_max_results
+        max_rows = self.settings.outbox_max_rows
+        written = 0
+        recorded = 0
+        dropped = 0
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            for session_id, pending in batch.items():
+                local = conn.execute(
+                    "SELECT started_at FROM local_sessions WHERE session_id = ?", [session_id]
+                ).fetchone()
+                started_at = float(local[0]) if local else now
+                if local is None:
+                    conn.execute(
+                        "INSERT INTO local_sessions (session_id, user_id, started_at, updated_at)"
+                        " VALUES (?, ?, ?, ?)",
+                        [session_id, pending.user_id, started_at, now],
+                    )
+                header = {
+                    "v": MESSAGE_VERSION, "edge_id": self.edge_id, "session_id": session_id,
+                    "user_id": pending.user_id, "started_at": started_at,
+                }
+                kept = 0
+                lost = 0
+                last_seq = -1
+                events = pending.events
+                for start in range(0, len(events), size):
+                    chunk = events[start:start + size]
+                    if self._rows + written >= max_rows:
+                        lost += len(chunk)
+                        continue
+                    payload = _encode({**header, "kind": "events", "events": chunk})
+                    conn.execute(
+                        "INSERT INTO outbox (session_id, kind, results, payload, created_at)"
+                        " VALUES (?, 'events', ?, ?, ?)",
+                        [session_id, len(chunk), payload, now],
+                    )
+                    written += 1
+                    kept += len(chunk)
+                    last_seq = int(chunk[-1].get("seq", -1))
+                summary_json: str | None = None
+                if pending.summary is not None:
+                    if self._rows + written >= max_rows + self.settings.outbox_summary_reserve_rows:
+                        log.error("outbox full: summary refused", session_id=session_id)
+                    else:
+                        payload = _encode({**header, "kind": "summary", "summary": pending.summary})
+                        conn.execute(
+                            "INSERT INTO outbox (session_id, kind, results, payload, created_at)"
+                            " VALUES (?, 'summary', 0, ?, ?)",
+                            [session_id, payload, now],
+                        )
+                        written += 1
+                        summary_json = json.dumps(pending.summary, separators=(",", ":"))
+                conn.execute(
+                    "UPDATE local_sessions SET updated_at = ?, results_recorded = results_recorded + ?,"
+                    " results_dropped = results_dropped + ?,"
+                    " last_seq = CASE WHEN ? > last_seq THEN ? ELSE last_seq END,"
+                    " summary = COALESCE(?, summary) WHERE session_id = ?",
+                    [now, kept, lost, last_seq, last_seq, summary_json, session_id],
+                )
+                recorded += kept
+                dropped += lost
+        self._rows += written
+        OUTBOX_RECORDED_RESULTS.inc(recorded)
+        if dropped:
+            self.dropped_results += dropped
+            OUTBOX_DROPPED_RESULTS.inc(dropped)
+            log.error("outbox full: results refused", results=dropped, rows=self._rows)
+        self._update_gauges()
+        return written
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()

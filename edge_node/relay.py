@@ -1,0 +1,200 @@
+"""The relay: publishes the outbox's rows, in order, to NATS JetStream, and forgets them once acked.
+
+Each row goes to ``<subject_prefix>.<edge_id>.<kind>`` with ``Nats-Msg-Id`` = the row's globally
+unique id (:meth:`OutboxRow.msg_id`), so JetStream drops a re-publish inside its duplicate window and
+the control plane's ingest (which upserts by message id) drops one after it. Rows are published one
+at a time, each awaiting its ack before the next is sent: a row is never stored in the stream ahead
+of an older one, which keeps every session's results in order. Acked rows are deleted in groups; if
+the process dies between the ack and the delete, the rows are published again and deduplicated.
+
+While NATS is away the relay backs off exponentially (``backoff_initial_s`` .. ``backoff_max_s``)
+and keeps the rows; the connection is opened with no outbound buffer, so a publish while
+disconnected fails at once instead of queueing a stale copy. The relay is its own task and touches
+SQLite only through the outbox's worker thread, so it never blocks the audio path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from types import TracebackType
+from typing import Literal
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from prometheus_client import Counter, Gauge
+
+from .errors import SyncError
+from .outbox import Outbox, OutboxRow
+from .settings import SyncSettings
+
+__all__ = ["Relay"]
+
+log = structlog.get_logger(__name__)
+
+IDLE_POLL_S = 1.0
+"""How long the relay sleeps on an empty outbox before looking again (it is woken on new rows)."""
+
+CONNECT_TIMEOUT_S = 2.0
+RECONNECT_WAIT_S = 0.25
+
+RELAY_PUBLISHED_ROWS = Counter("seminote_relay_published_rows_total", "Outbox rows acked by JetStream")
+RELAY_PUBLISHED_RESULTS = Counter(
+    "seminote_relay_published_results_total", "note/score results acked by JetStream"
+)
+RELAY_DUPLICATE_ACKS = Counter(
+    "seminote_relay_duplicate_acks_total", "Publishes JetStream acked as duplicates (already stored)"
+)
+RELAY_PUBLISH_FAILURES = Counter("seminote_relay_publish_failures_total", "Publishes that got no ack")
+RELAY_CONNECTED = Gauge("seminote_relay_nats_connected", "1 while the relay has a NATS connection")
+
+
+class Relay:
+    """Moves outbox rows to JetStream (see module docstring). Owns one named task."""
+
+    def __init__(self, settings: SyncSettings, outbox: Outbox, edge_id: str) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.edge_id = edge_id
+        self.published_rows = 0
+        self.duplicate_acks = 0
+        self._nc: NatsClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._state: Literal["new", "running", "closed"] = "new"
+        self._backoff_s = settings.backoff_initial_s
+
+    async def start(self) -> None:
+        """Start the relay task; it connects (and reconnects) to NATS by itself."""
+        if self._state == "closed":
+            raise SyncError("relay was closed; create a new one")
+        if self._state == "running":
+            return
+        self._state = "running"
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def aclose(self) -> None:
+        """Stop publishing and close the NATS connection. Rows not yet acked stay in the outbox."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close_nats()
+
+    async def __aenter__(self) -> Relay:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def subject(self, row: OutboxRow) -> str:
+        return f"{self.settings.subject_prefix}.{self.edge_id}.{row.kind}"
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                js = await self._connect()
+                rows = await self.outbox.fetch(self.settings.relay_read_rows)
+                if not rows:
+                    await self.outbox.wait_rows(IDLE_POLL_S)
+                    continue
+                await self._publish_rows(js, rows)
+                self._backoff_s = self.settings.backoff_initial_s
+            except asyncio.CancelledError:
+                raise
+            except _RETRYABLE as exc:
+                RELAY_PUBLISH_FAILURES.inc()
+                await self._back_off(exc)
+            except Exception as exc:
+                # Unknown failures are retried too: the relay must outlive anything but cancellation.
+                log.exception("relay round failed")
+                await self._back_off(exc)
+
+    async def _publish_rows(self, js: JetStreamContext, rows: list[OutboxRow]) -> None:
+        """Publish in id order; delete what was acked even when a later publish fails."""
+        acked: list[int] = []
+        try:
+            for row in rows:
+                ack = await js.publish(
+                    self.subject(row),
+                    row.payload,
+                    timeout=self.settings.publish_timeout_s,
+                    stream=self.settings.stream_name,
+                    headers={"Nats-Msg-Id": row.msg_id(self.edge_id, self.outbox.epoch)},
+                )
+                acked.append(row.id)
+                self.published_rows += 1
+                RELAY_PUBLISHED_ROWS.inc()
+                RELAY_PUBLISHED_RESULTS.inc(row.results)
+                if ack.duplicate:
+                    self.duplicate_acks += 1
+                    RELAY_DUPLICATE_ACKS.inc()
+        finally:
+            # Shielded: a cancel (shutdown) must not lose the knowledge that these rows are stored.
+            await asyncio.shield(self.outbox.delete(acked))
+
+    async def _back_off(self, exc: BaseException) -> None:
+        delay = self._backoff_s * (0.5 + random.random() / 2)
+        log.warning("relay waiting for NATS", error=repr(exc), retry_in_s=round(delay, 3),
+                    outbox_rows=self.outbox.rows)
+        self._backoff_s = min(self._backoff_s * 2, self.settings.backoff_max_s)
+        await asyncio.sleep(delay)
+
+    # -- NATS connection ----------------------------------------------------------------------------
+
+    async def _connect(self) -> JetStreamContext:
+        if self._nc is not None and not self._nc.is_closed:
+            return self._nc.jetstream()
+        self._nc = await nats.connect(
+            servers=list(self.settings.nats_urls),
+            name=f"seminote-relay-{self.edge_id}",
+            connect_timeout=CONNECT_TIMEOUT_S,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=RECONNECT_WAIT_S,
+            pending_size=0,  # no outbound buffer while disconnected: fail fast, keep rows in the outbox
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            error_cb=self._on_error,
+        )
+        RELAY_CONNECTED.set(1)
+        log.info("relay connected to NATS", url=str(self._nc.connected_url))
+        return self._nc.jetstream()
+
+    async def _close_nats(self) -> None:
+        nc, self._nc = self._nc, None
+        RELAY_CONNECTED.set(0)
+        if nc is not None and not nc.is_closed:
+            try:
+                await nc.close()
+            except Exception:
+                log.debug("closing the NATS connection failed", exc_info=True)
+
+    async def _on_disconnected(self) -> None:
+        RELAY_CONNECTED.set(0)
+
+    async def _on_reconnected(self) -> None:
+        RELAY_CONNECTED.set(1)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("NATS client error", error=repr(exc))
+
+
+_RETRYABLE: tuple[type[BaseException], ...] = (
+    nats.errors.Error,
+    nats.js.errors.Error,
+    TimeoutError,
+    OSError,
+)
