@@ -30,8 +30,12 @@ HOPS_PER_CHUNK = CHUNK // onset.HOP_SAMPLES
 HIST_SAMPLES = 4096
 ONSET_TIME_OFFSET_S = 0.0  # calibration of refined onset times against MIDI (tuning set)
 
-GATE_DBFS = -65.0  # below this nothing is voiced
-PITCH_MIN_CONFIDENCE = 0.5
+GATE_MIN_DBFS = -100.0  # absolute floor of the voicing gate (digital silence)
+GATE_ABOVE_NOISE_DB = 6.0  # the gate sits this far above the tracked noise floor
+NOISE_BUCKET_CHUNKS = 50  # noise floor = minimum chunk level over the last few 1 s buckets
+NOISE_BUCKETS = 5
+PITCH_MIN_CONFIDENCE = 0.3
+PITCH_CLEAR_CONFIDENCE = 0.6
 NOTE_SETTLE_SAMPLES = 720  # the YIN window must reach 15 ms past the onset before it names the pitch
 NOTE_MAX_WAIT_CHUNKS = 4
 NOTE_RELEASE_DB = 35.0  # a note ends when the level falls this far below its attack peak
@@ -84,6 +88,9 @@ class KernelFrontEnd:
         self._sounding: dict[str, Any] | None = None
         self._sounding_peak = 0.0
         self._next_note_id = 0
+        self._noise_buckets: deque[float] = deque([0.0], maxlen=NOISE_BUCKETS)
+        self._noise_current = 0.0
+        self._noise_count = 0
 
     # ------------------------------------------------------------------ public
     def process(self, samples: np.ndarray) -> list[Emitted]:
@@ -147,8 +154,13 @@ class KernelFrontEnd:
         for h in range(HOPS_PER_CHUNK):
             self._recent_hop_pow.append(float(self._hop_pow[h]))
 
-        level_db = dynamics.power_to_dbfs(win_power)
-        voiced = conf >= PITCH_MIN_CONFIDENCE and level_db > GATE_DBFS and f0 > 0.0
+        level_db = 10.0 * math.log10(win_power + 1e-14)
+        gate_db = max(GATE_MIN_DBFS, self._track_noise(level_db) + GATE_ABOVE_NOISE_DB)
+        # Clearly periodic frames are voiced down to digital silence (white noise never is); weakly
+        # periodic ones only when they stand out of the tracked noise floor.
+        voiced = f0 > 0.0 and level_db > GATE_MIN_DBFS and (
+            conf >= PITCH_CLEAR_CONFIDENCE or (conf >= PITCH_MIN_CONFIDENCE and level_db > gate_db)
+        )
         pitch_t = (self.samples_seen - pitch.WINDOW_SAMPLES / 2) / SAMPLE_RATE
         if voiced and self._chunks % self._pitch_every == 0:
             out.append(("pitch", pitch_t, {
@@ -178,6 +190,16 @@ class KernelFrontEnd:
             )
             if bpm > 0:
                 out.append(("tempo", end_s, {"bpm": round(bpm, 2), "confidence": round(tconf, 3)}))
+
+    def _track_noise(self, level_db: float) -> float:
+        """Noise floor: the quietest chunk of the last few seconds (min over 1 s buckets)."""
+        if self._noise_count == 0 or level_db < self._noise_current:
+            self._noise_current = level_db
+        self._noise_count += 1
+        if self._noise_count >= NOISE_BUCKET_CHUNKS:
+            self._noise_buckets.append(self._noise_current)
+            self._noise_count = 0
+        return min(min(self._noise_buckets), self._noise_current)
 
     def _trim_onsets(self, now_s: float) -> None:
         cutoff = now_s - tempo.WINDOW_S

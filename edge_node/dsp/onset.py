@@ -17,8 +17,9 @@ import numpy as np
 from numba import njit
 
 HOP_SAMPLES = 240  # 5 ms at 48 kHz
-WINDOW_SAMPLES = 1024
-MAX_BIN = 384  # ~18 kHz at 46.9 Hz/bin
+WINDOW_SAMPLES = 512
+MAX_BIN = 192  # ~18 kHz at 93.75 Hz/bin
+LAG_FRAMES = 2  # flux against the frame 10 ms back: an attack spans several 5 ms hops
 LOG_GAMMA = 1000.0
 ODF_RING = 24  # 120 ms of flux history for the adaptive threshold
 MIN_GAP_HOPS = 7  # 35 ms refractory period
@@ -32,19 +33,23 @@ ST_PREV_ODF = 2
 ST_RING_POS = 3
 ST_DELTA = 4
 ST_ALPHA = 5
-N_ST = 6
+ST_GAMMA = 6
+N_ST = 7
 
 DEFAULT_DELTA = 8.0
 DEFAULT_ALPHA = 1.6
 
 
-def new_onset_state(delta: float = DEFAULT_DELTA, alpha: float = DEFAULT_ALPHA) -> tuple[np.ndarray, ...]:
-    prev_log = np.zeros(MAX_BIN, dtype=np.float32)
+def new_onset_state(
+    delta: float = DEFAULT_DELTA, alpha: float = DEFAULT_ALPHA, gamma: float = LOG_GAMMA
+) -> tuple[np.ndarray, ...]:
+    prev_log = np.zeros((LAG_FRAMES, MAX_BIN), dtype=np.float32)
     odf_ring = np.zeros(ODF_RING, dtype=np.float64)
     st = np.zeros(N_ST, dtype=np.float64)
     st[ST_LAST_ONSET_FRAME] = -1e9
     st[ST_DELTA] = delta
     st[ST_ALPHA] = alpha
+    st[ST_GAMMA] = gamma
     return prev_log, odf_ring, st
 
 
@@ -100,6 +105,7 @@ def onset_chunk(
     frame = np.empty(WINDOW_SAMPLES, dtype=np.float64)
     delta = st[ST_DELTA]
     alpha = st[ST_ALPHA]
+    gamma = st[ST_GAMMA]
     for h in range(n_hops):
         end = first_end + h * HOP_SAMPLES
         base = end - WINDOW_SAMPLES
@@ -107,22 +113,24 @@ def onset_chunk(
             frame[i] = hist[base + i] * hann[i]
         spec = np.fft.rfft(frame)
         flux = 0.0
-        prev_k = prev_log[0]
+        slot = int(st[ST_FRAMES]) % LAG_FRAMES  # row holding the frame LAG_FRAMES hops back
+        ref_row = prev_log[slot]
+        prev_k = ref_row[0]
         for k in range(1, MAX_BIN):
             re = spec[k].real
             im = spec[k].imag
-            lm = np.float32(np.log1p(LOG_GAMMA * np.sqrt(re * re + im * im)))
-            # max filter over neighbouring bins of the previous frame (vibrato/detuning robustness)
-            ref = prev_log[k]
+            lm = np.float32(np.log1p(gamma * np.sqrt(re * re + im * im)))
+            # max filter over neighbouring bins of the reference frame (vibrato/detuning robustness)
+            ref = ref_row[k]
             if prev_k > ref:
                 ref = prev_k
-            if k + 1 < MAX_BIN and prev_log[k + 1] > ref:
-                ref = prev_log[k + 1]
+            if k + 1 < MAX_BIN and ref_row[k + 1] > ref:
+                ref = ref_row[k + 1]
             diff = lm - ref
             if diff > 0.0:
                 flux += diff
-            prev_k = prev_log[k]
-            prev_log[k] = lm
+            prev_k = ref_row[k]
+            ref_row[k] = lm
         frames = st[ST_FRAMES]
         mean = 0.0
         for i in range(ODF_RING):

@@ -17,6 +17,8 @@ TAU_MIN = 8  # 6 kHz
 TAU_MAX = 880  # 54.5 Hz: below A1, covers MIDI >= 33
 FFT_SIZE = 2048  # >= WINDOW_SAMPLES + TAU_MAX
 THRESHOLD = 0.15
+NEAR_DIP_RATIO = 1.12  # how far past the first dip a deeper one may replace it
+NEAR_DIP_GAIN = 0.6  # ...if it is at most this fraction of the first dip's value
 SPAN_SAMPLES = WINDOW_SAMPLES + TAU_MAX  # audio the estimate depends on
 
 
@@ -65,6 +67,16 @@ def yin(hist: np.ndarray, sample_rate: float) -> tuple[float, float, float]:
             best = tau
             break
         tau += 1
+    if best > 0:
+        # Stretched (inharmonic) partials of low piano strings can dip below the threshold a few
+        # percent short of the true period; prefer a clearly deeper dip just after the first one.
+        limit = min(TAU_MAX - 1, int(best * NEAR_DIP_RATIO))
+        deeper = best
+        for t2 in range(best + 1, limit + 1):
+            if dn[t2] < dn[deeper]:
+                deeper = t2
+        if dn[deeper] < dn[best] * NEAR_DIP_GAIN:
+            best = deeper
     if best < 0:
         best = TAU_MIN
         for t2 in range(TAU_MIN, TAU_MAX):

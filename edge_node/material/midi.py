@@ -172,3 +172,54 @@ def onsets_of(pm: pretty_midi.PrettyMIDI, merge_s: float = 0.03) -> np.ndarray:
         if s - keep[-1] > merge_s:
             keep.append(s)
     return np.array(keep)
+
+
+def arpeggios(rng: np.random.Generator, n_groups: int = 10, bpm: float | None = None) -> Piece:
+    """Broken chords (Alberti bass and rising arpeggios) in sixteenths/eighths, over two octaves."""
+    bpm = bpm or float(rng.uniform(60, 120))
+    beat = 60.0 / bpm
+    pm, inst = _new(bpm)
+    t = 0.3
+    for _ in range(n_groups):
+        root = int(rng.integers(36, 72))
+        chord = [root, root + (4 if rng.random() < 0.5 else 3), root + 7, root + 12]
+        pattern = [0, 2, 1, 2] if rng.random() < 0.5 else [0, 1, 2, 3]
+        sub = float(rng.choice([0.25, 0.5]))
+        for rep in range(2):
+            for k in pattern:
+                vel = int(np.clip(rng.normal(70 if rep == 0 else 60, 10), 25, 120))
+                p = chord[k]
+                inst.notes.append(pretty_midi.Note(vel, p, t, t + beat * sub * 0.9))
+                t += beat * sub
+    return Piece(f"arpeggios-{bpm:.0f}", pm, bpm)
+
+
+def waltz(rng: np.random.Generator, bpm: float, bars: int = 10) -> Piece:
+    """A steady 3/4 piece at ``bpm``: bass on the downbeat, chord on beats 2 and 3 (oom-pah-pah),
+    melody in quarters, halves and occasional eighths. The quarter note is the beat."""
+    return accented_piece(rng, bpm, bars=bars, beats_per_bar=3, subdivision_prob=0.2, register=(60, 88))
+
+
+def figuration(rng: np.random.Generator, n_notes: int = 64, bpm: float | None = None) -> Piece:
+    """Fast two-voice figuration: a running sixteenth/triplet line over held bass notes, with
+    repeated notes, accents over drifting phrase dynamics and pedal-like overlap."""
+    bpm = bpm or float(rng.uniform(70, 140))
+    beat = 60.0 / bpm
+    sub = beat / float(rng.choice([4, 3]))
+    pm, inst = _new(bpm)
+    pool = _scale_pitches(int(rng.integers(0, 12)), MAJOR if rng.random() < 0.5 else HARMONIC_MINOR, 45, 93)
+    idx = len(pool) // 2
+    t = 0.3
+    level = float(rng.uniform(45, 95))
+    for i in range(n_notes):
+        level = float(np.clip(level + rng.normal(0, 6), 25, 115))  # phrase dynamics: a random walk
+        if i % 8 == 0:
+            bass = int(rng.integers(33, 52))
+            inst.notes.append(pretty_midi.Note(int(rng.integers(40, 100)), bass, t, t + sub * 8 * 1.05))
+        if rng.random() > 0.15:  # 15 %: repeat the previous pitch
+            idx = int(np.clip(idx + int(rng.choice([-3, -2, -1, 1, 2, 3, 5])), 0, len(pool) - 1))
+        vel = int(np.clip(level + (12 if i % 4 == 0 else 0) + rng.normal(0, 8), 15, 127))
+        overlap = float(rng.uniform(0.7, 1.6))  # legato overlap like a half-pedalled passage
+        inst.notes.append(pretty_midi.Note(vel, pool[idx], t, t + sub * overlap))
+        t += sub
+    return Piece(f"figuration-{bpm:.0f}", pm, bpm)
