@@ -173,8 +173,12 @@ class PracticeClient:
         self._state = "running"
 
     async def send_control(self, message: dict[str, Any] | str | bytes) -> None:
-        await asyncio.wait_for(self.channel_open.wait(), HTTP_TIMEOUT_S)
-        assert self.channel is not None
+        """Send a control message (a dict is sent as JSON). Raises ConnectionError once the channel
+        is closed."""
+        if not self.channel_open.is_set():
+            await asyncio.wait_for(self.channel_open.wait(), HTTP_TIMEOUT_S)
+        if self.channel is None or self.channel.readyState != "open":
+            raise ConnectionError("feedback channel is closed")
         self.channel.send(message if isinstance(message, str | bytes) else json.dumps(message))
 
     async def wait_for(self, predicate: Callable[[Event], bool], timeout_s: float) -> Event:

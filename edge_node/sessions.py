@@ -26,6 +26,7 @@ from .errors import (
     SessionExists,
     SessionNotFound,
     TicketForged,
+    TicketReplayed,
 )
 from .metrics import EdgeMetrics
 from .session import PracticeSession, validate_offer
@@ -117,6 +118,8 @@ class SessionManager:
         now = time.time()
         claims = verify_ticket(token, self.public_keys, self.edge_id, now)
         validate_offer(offer)
+        if claims.ticket_id in self.replay_guard:
+            raise TicketReplayed("ticket was already used")
         if self._state != "running" or self._draining:
             raise EdgeDraining(self.server.retry_after_s)
         if len(self.sessions) + self._reserved >= self.server.max_sessions:
