@@ -18,8 +18,8 @@ PRE_HOPS = 2  # 10 ms before it
 SILENCE_DBFS = -90.0
 
 # velocity = VEL_SLOPE * level_dbfs + VEL_INTERCEPT, fitted on the tuning set
-VEL_SLOPE = 2.0
-VEL_INTERCEPT = 150.0
+VEL_SLOPE = 2.8
+VEL_INTERCEPT = 174.0
 
 
 @njit(cache=True, nogil=True)

@@ -38,6 +38,7 @@ PITCH_MIN_CONFIDENCE = 0.3
 PITCH_CLEAR_CONFIDENCE = 0.6
 NOTE_SETTLE_SAMPLES = 720  # the YIN window must reach 15 ms past the onset before it names the pitch
 NOTE_MAX_WAIT_CHUNKS = 4
+TEMPO_MIN_WEIGHT = 0.1  # accent weight of the weakest onset in the tempo estimate
 NOTE_RELEASE_DB = 35.0  # a note ends when the level falls this far below its attack peak
 LOOKAHEAD_S = (NOTE_MAX_WAIT_CHUNKS + 1) * CHUNK / SAMPLE_RATE
 
@@ -151,6 +152,8 @@ class KernelFrontEnd:
                     note.peak_power = max(note.peak_power, float(self._hop_pow[h]))
             self._attacks.append(note)
             self._pending_notes.append(note)
+            self._onset_times.append(t)
+            self._onset_weights.append(max(strength, TEMPO_MIN_WEIGHT))
         for h in range(HOPS_PER_CHUNK):
             self._recent_hop_pow.append(float(self._hop_pow[h]))
 
@@ -179,10 +182,6 @@ class KernelFrontEnd:
             self._dyn_power_acc = 0.0
             self._dyn_chunks = 0
 
-        if found:
-            for note in self._pending_notes[-found:]:
-                self._onset_times.append(note.t)
-                self._onset_weights.append(1.0)
         if self._chunks % self._tempo_every == 0 and len(self._onset_times) >= tempo.MIN_ONSETS:
             self._trim_onsets(end_s)
             bpm, tconf = tempo.estimate_tempo(
