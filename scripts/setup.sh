@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-APT_PACKAGES=(nats-server fluidsynth fluid-soundfont-gm timgm6mb-soundfont chromium python3-venv
+APT_PACKAGES=(nats-server fluidsynth fluid-soundfont-gm timgm6mb-soundfont csound-soundfont chromium python3-venv
               systemd libsndfile1 ffmpeg)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
