@@ -53,7 +53,7 @@ class Policy:
     fast_budget_ms: float = 25.0
     light_budget_ms: float = 80.0
     slow_budget_ms: float = 150.0
-    tier_slack_ms: float = 10.0
+    tier_slack_ms: float = 5.0
     max_alternates: int = 2
 
 

@@ -79,7 +79,7 @@ class RoutingSettings(BaseModel):
     fast_budget_ms: float = Field(25.0, gt=0, description="RTT budget for light mode at fast tempos")
     light_budget_ms: float = Field(80.0, gt=0, description="RTT budget for light mode")
     slow_budget_ms: float = Field(150.0, gt=0, description="RTT budget for detailed mode at slow tempos")
-    tier_slack_ms: float = Field(10.0, ge=0, description="edges this close to the nearest count as equally near")
+    tier_slack_ms: float = Field(5.0, ge=0, description="edges this close (RTT) to the nearest count as equally near")
     regions_scanned: int = Field(2, ge=1, description="nearest regions with routable edges considered")
     max_alternates: int = Field(2, ge=0, le=10)
     ticket_ttl_s: float = Field(120.0, gt=0, description="how long a routed client has to connect")

@@ -340,10 +340,21 @@ class EdgeAgent:
                     await call.code()  # raises nothing; fall through to a clear error
                     raise ConnectionError("control plane closed the stream without Registered")
                 self._apply_registered(first.registered)
-                async with asyncio.TaskGroup() as tg:
-                    reporter = tg.create_task(self._report_loop(write), name=f"agent-report-{self.identity.edge_id}")
-                    await self._command_loop(call, write)
-                    reporter.cancel()
+                edge_id = self.identity.edge_id
+                loops = {
+                    asyncio.create_task(self._report_loop(write), name=f"agent-report-{edge_id}"),
+                    asyncio.create_task(self._command_loop(call, write), name=f"agent-commands-{edge_id}"),
+                }
+                try:
+                    done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # the first failure ends this stream
+                finally:
+                    for task in loops:
+                        task.cancel()
+                    for task in loops:
+                        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, ConnectionError):
+                            await task
             finally:
                 call.cancel()
 
