@@ -9,7 +9,7 @@ from pathlib import Path
 from ..audio import iter_file_chunks
 from ..errors import SeminoteEdgeError
 from ..events import Event, to_json
-from ..pipeline import StreamingPipeline
+from ..pipeline import Observer, StreamingPipeline
 from ..settings import EdgeSettings
 
 
@@ -35,7 +35,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
     settings = EdgeSettings()
-    pipeline = StreamingPipeline(mode=args.mode, settings=settings.analysis)
+    observers: list[Observer] = []
+    if args.reference is not None:  # score following against the piece: score events and a summary
+        from ..scoring import ScoreObserver, load_piece
+
+        try:
+            observers.append(ScoreObserver(load_piece(args.reference)))
+        except SeminoteEdgeError as exc:
+            print(f"seminote-edge analyze: error: {exc}", file=sys.stderr)
+            return 1
+    pipeline = StreamingPipeline(mode=args.mode, settings=settings.analysis, observers=observers)
     write = _jsonl_writer() if fmt == "jsonl" else _TableWriter(args.audio).write
     try:
         for chunk in iter_file_chunks(args.audio):
