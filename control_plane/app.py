@@ -18,10 +18,13 @@ from grpc_reflection.v1alpha import reflection
 from edge_node.errors import ConfigError as TicketKeyError
 from edge_node.tickets import generate_keypair, load_private_key, private_key_pem, public_key_pem
 
-from ._proto.seminote.v1 import fleet_pb2_grpc, registry_pb2_grpc, router_pb2_grpc
+from ._proto.seminote.v1 import fleet_pb2_grpc, progress_pb2_grpc, registry_pb2_grpc, router_pb2_grpc
 from .dispatch import Dispatcher
 from .errors import ConfigError
 from .gateway import Gateway
+from .ingest import Ingest
+from .progress_service import ProgressService
+from .progress_store import ProgressStore
 from .registry import Registry
 from .server import (
     Authenticator,
@@ -93,6 +96,8 @@ class ControlPlane:
         self.registry: Registry | None = None
         self.dispatcher: Dispatcher | None = None
         self.gateway: Gateway | None = None
+        self.progress_store: ProgressStore | None = None  # result sync (issue 5)
+        self.ingest: Ingest | None = None
         self.public_key_pem = ""
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
@@ -147,6 +152,13 @@ class ControlPlane:
         router_pb2_grpc.add_RouterServicer_to_server(RouterService(self.dispatcher), server)
         fleet_pb2_grpc.add_FleetAdminServicer_to_server(
             FleetAdminService(self.registry, self.store, self.dispatcher, s.registry), server)
+        # result sync (issue 5): progress queries always; the JetStream ingest when sync is enabled.
+        self.progress_store = ProgressStore(s.progress_db_path)
+        await self.progress_store.start()
+        progress_pb2_grpc.add_ProgressServicer_to_server(ProgressService(self.progress_store), server)
+        if s.sync.enabled:
+            self.ingest = Ingest(s.sync, self.progress_store)
+            await self.ingest.start()
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = list(service_names())
@@ -185,6 +197,10 @@ class ControlPlane:
             self._registry_service.close_all()
         if self._server is not None:
             await self._server.stop(self.settings.grpc.shutdown_grace_s)
+        if self.ingest is not None:  # result sync (issue 5)
+            await self.ingest.aclose()
+        if self.progress_store is not None:
+            await self.progress_store.aclose()
         if self.registry is not None:
             await self.registry.aclose()
         if self.store is not None:

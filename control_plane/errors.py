@@ -3,6 +3,7 @@
     ControlPlaneError
     ├── InvalidRequest        INVALID_ARGUMENT     a field is missing, malformed or out of range (``field``)
     ├── UnknownEdge           NOT_FOUND            no edge with ``edge_id`` is known
+    ├── UnknownSession        NOT_FOUND            no synced result of ``session_id`` is stored
     ├── WrongState            FAILED_PRECONDITION  the edge is in a state that forbids it (``state``)
     ├── DuplicateEdge         ALREADY_EXISTS       another live stream already holds ``edge_id``
     ├── NoCapacity            RESOURCE_EXHAUSTED   no edge fits the request (``reason``)
@@ -42,6 +43,16 @@ class UnknownEdge(ControlPlaneError):
     def __init__(self, edge_id: str) -> None:
         super().__init__(f"unknown edge {edge_id!r}")
         self.edge_id = edge_id
+
+
+class UnknownSession(ControlPlaneError):
+    """No result of this session has reached the progress store (result sync, issue 5)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"unknown session {session_id!r}")
+        self.session_id = session_id
 
 
 class WrongState(ControlPlaneError):

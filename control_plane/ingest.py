@@ -52,6 +52,7 @@ MAX_EVENTS_PER_MESSAGE = 1_000
 BACKOFF_INITIAL_S = 0.1
 CONNECT_TIMEOUT_S = 2.0
 RECONNECT_WAIT_S = 0.25
+FLUSH_TIMEOUT_S = 1  # nats-py takes whole seconds
 REASON_MAX_CHARS = 300
 SYNCED_TYPES = ("note", "score")
 SUMMARY_NUMBERS = ("pitch_accuracy", "rhythm_accuracy", "dynamics_range", "overall_score", "duration_s")
@@ -114,7 +115,8 @@ def parse_result_message(subject: str, data: bytes, headers: dict[str, str] | No
     except UnicodeDecodeError:
         raise CorruptMessage("payload is not UTF-8") from None
     except json.JSONDecodeError as exc:
-        where = "truncated" if exc.pos >= len(data.rstrip()) else f"at byte {exc.pos}"
+        cut = exc.pos >= len(data.rstrip()) or exc.msg.startswith("Unterminated string")
+        where = "truncated" if cut else f"at byte {exc.pos}"
         raise CorruptMessage(f"payload is not JSON ({where}: {exc.msg})") from None
     if not isinstance(body, dict):
         raise CorruptMessage("payload is not a JSON object")
@@ -211,7 +213,11 @@ class Ingest:
         nc, self._nc = self._nc, None
         if nc is not None and not nc.is_closed:
             try:
-                await nc.drain()
+                await nc.flush(timeout=FLUSH_TIMEOUT_S)  # send the acks already given
+            except Exception:
+                log.debug("flushing acks at close failed", exc_info=True)
+            try:
+                await nc.close()
             except Exception:
                 log.debug("closing the NATS connection failed", exc_info=True)
 

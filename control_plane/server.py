@@ -52,6 +52,7 @@ SERVICE_ROLES: dict[str, frozenset[str]] = {
     REGISTRY_SERVICE: frozenset({ROLE_EDGE}),
     ROUTER_SERVICE: frozenset({ROLE_CLIENT, ROLE_ADMIN}),
     FLEET_SERVICE: frozenset({ROLE_ADMIN}),
+    "seminote.v1.Progress": frozenset({ROLE_ADMIN}),  # result sync (issue 5): progress queries
 }
 OPEN_SERVICES = frozenset({
     "grpc.health.v1.Health",
@@ -369,4 +370,5 @@ def service_names() -> Sequence[str]:
         registry_pb2.DESCRIPTOR.services_by_name["EdgeRegistry"].full_name,
         router_pb2.DESCRIPTOR.services_by_name["Router"].full_name,
         fleet_pb2.DESCRIPTOR.services_by_name["FleetAdmin"].full_name,
+        "seminote.v1.Progress",  # result sync (issue 5): control_plane.progress_service
     )

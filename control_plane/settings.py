@@ -100,7 +100,7 @@ class ResultSyncSettings(BaseModel):
     after it. Corrupt messages go to ``deadletter_subject`` (its own stream) with a reason.
     """
 
-    enabled: bool = Field(True, description="run the ingest consumer in `seminote-control serve`")
+    enabled: bool = Field(False, description="run the ingest consumer in `seminote-control serve`")
     nats_urls: TokenList = Field(default_factory=lambda: ["nats://127.0.0.1:4222"])
     stream_name: str = "SEMINOTE_RESULTS"
     subject_prefix: str = Field("seminote.results", description="edges publish <prefix>.<edge_id>.<kind>")

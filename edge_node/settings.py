@@ -75,7 +75,7 @@ class SyncSettings(BaseModel):
     ``seminote_outbox_fill_ratio`` gauge) fires at ``outbox_warn_fill_ratio`` so operators act before.
     """
 
-    enabled: bool = Field(True, description="record results in the outbox and relay them to NATS")
+    enabled: bool = Field(False, description="record results in the outbox and relay them to NATS")
     outbox_path: Path = Field(Path("seminote-outbox.db"), description="SQLite file of the outbox")
     outbox_max_rows: int = Field(200_000, ge=1, description="rows (batches) the outbox may hold")
     outbox_summary_reserve_rows: int = Field(1_000, ge=0, description="extra rows kept for summaries")

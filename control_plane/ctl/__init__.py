@@ -19,7 +19,7 @@ from .common import EXIT_ERROR, EXIT_USAGE, Context, CtlError
 DEFAULT_ADDR = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 10.0
 # Command-group modules under control_plane.ctl, in the order --help lists them.
-COMMAND_GROUPS: list[str] = ["edges", "sessions", "route", "stats"]
+COMMAND_GROUPS: list[str] = ["edges", "sessions", "route", "stats", "progress"]
 
 
 def build_parser() -> argparse.ArgumentParser:

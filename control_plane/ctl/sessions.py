@@ -6,6 +6,7 @@ import argparse
 
 from .._proto.seminote.v1 import fleet_pb2
 from .common import Context, ago, leaf, mode_name, print_json, print_table, to_dict
+from .progress import add_sessions_show
 
 STATES = ("routed", "active", "ended", "expired")
 
@@ -18,6 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--state", default="", choices=("", *STATES), help="only this state")
     c.add_argument("--limit", type=int, default=100, help="at most this many (newest first)")
     c.set_defaults(func=cmd_list)
+    add_sessions_show(cmds)  # `sessions show ID` (result sync, issue 5)
 
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:

@@ -1,0 +1,126 @@
+"""The edge outbox: what it keeps, in one transaction with the local record, its bound and its ids."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edge_node.errors import OutboxError
+from edge_node.events import Event
+from edge_node.outbox import OUTBOX_DROPPED_RESULTS, OUTBOX_FILL_RATIO, Outbox
+from edge_node.settings import SyncSettings
+
+
+def note(seq: int) -> Event:
+    return {"type": "note", "seq": seq, "t": seq / 100, "note_id": seq, "pitch": 60, "velocity": 80,
+            "end": None, "confidence": 0.9, "source": "kernel"}
+
+
+def summary(seq: int) -> Event:
+    return {"type": "summary", "seq": seq, "t": 1.0, "pitch_accuracy": 1.0, "rhythm_accuracy": 1.0,
+            "dynamics_range": 10.0, "overall_score": 100.0, "notes_played": 3, "duration_s": 1.0}
+
+
+def settings(tmp_path: Path, **kw: object) -> SyncSettings:
+    return SyncSettings(outbox_path=tmp_path / "outbox.db", **kw)  # type: ignore[arg-type]
+
+
+async def test_only_note_and_score_events_are_kept_in_compact_batches(tmp_path: Path) -> None:
+    async with Outbox(settings(tmp_path, batch_max_results=4), "edge-a") as outbox:
+        events: list[Event] = []
+        for seq in range(0, 30, 3):
+            events += [{"type": "pitch", "seq": seq, "t": 0.0, "f0_hz": 440.0, "midi": 69.0, "confidence": 1},
+                       note(seq + 1),
+                       {"type": "score", "seq": seq + 2, "t": 0.0, "verdict": "correct", "ref_index": 0,
+                        "expected_pitch": 60, "played_pitch": 60, "timing_ms": 1.0, "velocity_delta": 0}]
+        assert outbox.record_events("s1", "alice", events) == 20
+        await outbox.flush()
+        rows = await outbox.fetch(100)
+    assert [r.results for r in rows] == [4, 4, 4, 4, 4]
+    seqs = [e["seq"] for r in rows for e in json.loads(r.payload)["events"]]
+    assert seqs == sorted(seqs) and len(seqs) == 20
+    assert all(r.kind == "events" and r.session_id == "s1" for r in rows)
+    body = json.loads(rows[0].payload)
+    assert (body["edge_id"], body["session_id"], body["user_id"], body["v"]) == ("edge-a", "s1", "alice", 1)
+
+
+async def test_rows_and_local_record_are_written_in_one_transaction(tmp_path: Path) -> None:
+    async with Outbox(settings(tmp_path), "edge-a") as outbox:
+        outbox.record_events("s1", "alice", [note(1), note(2)])
+        outbox.record_summary("s1", "alice", summary(3))
+        await outbox.flush()
+        record = await outbox.session("s1")
+    assert record is not None
+    assert (record.results_recorded, record.last_seq, record.has_summary) == (2, 2, True)
+    conn = sqlite3.connect(tmp_path / "outbox.db")
+    kinds = [k for (k,) in conn.execute("SELECT kind FROM outbox ORDER BY id")]
+    conn.close()
+    assert kinds == ["events", "summary"]
+
+
+async def test_a_full_outbox_refuses_new_batches_but_keeps_summaries_and_counts_the_loss(tmp_path: Path) -> None:
+    dropped_before = OUTBOX_DROPPED_RESULTS._value.get()
+    s = settings(tmp_path, outbox_max_rows=3, outbox_summary_reserve_rows=1, batch_max_results=2)
+    async with Outbox(s, "edge-a") as outbox:
+        outbox.record_events("s1", "alice", [note(i) for i in range(10)])  # 5 rows wanted, 3 fit
+        outbox.record_summary("s1", "alice", summary(10))
+        await outbox.flush()
+        assert outbox.rows == 4  # 3 batches + the summary in the reserve
+        assert OUTBOX_FILL_RATIO._value.get() >= 1.0
+        record = await outbox.session("s1")
+        assert record is not None
+        assert (record.results_recorded, record.results_dropped, record.has_summary) == (6, 4, True)
+        assert outbox.dropped_results == 4
+        # Once the relay frees room, new batches are taken again.
+        rows = await outbox.fetch(2)
+        await outbox.delete([r.id for r in rows])
+        outbox.record_events("s1", "alice", [note(11), note(12)])
+        await outbox.flush()
+        assert outbox.rows == 3
+    assert OUTBOX_DROPPED_RESULTS._value.get() - dropped_before == 4
+
+
+async def test_message_ids_are_never_reused_after_deletes_or_a_reopen(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    async with Outbox(s, "edge-a") as outbox:
+        outbox.record_events("s1", "alice", [note(1)])
+        await outbox.flush()
+        first = (await outbox.fetch(1))[0]
+        await outbox.delete([first.id])
+        epoch = outbox.epoch
+    async with Outbox(s, "edge-a") as outbox:
+        assert outbox.epoch == epoch  # the file remembers its epoch
+        outbox.record_events("s1", "alice", [note(2)])
+        await outbox.flush()
+        second = (await outbox.fetch(1))[0]
+    assert second.id > first.id  # AUTOINCREMENT: a deleted id is not handed out again
+    assert first.msg_id("edge-a", epoch) != second.msg_id("edge-a", epoch)
+    (tmp_path / "outbox.db").unlink()
+    async with Outbox(s, "edge-a") as outbox:
+        assert outbox.epoch != epoch  # a re-created file gets a new epoch, so ids cannot collide
+
+
+async def test_unflushed_results_are_written_at_close_and_survive_a_reopen(tmp_path: Path) -> None:
+    s = settings(tmp_path, flush_interval_ms=60_000)
+    async with Outbox(s, "edge-a") as outbox:
+        outbox.record_events("s1", "alice", [note(1), note(2), note(3)])
+    async with Outbox(s, "edge-a") as outbox:
+        assert outbox.rows == 1
+        rows = await outbox.fetch(10)
+        assert rows[0].results == 3
+
+
+async def test_misuse_is_a_clear_error(tmp_path: Path) -> None:
+    outbox = Outbox(settings(tmp_path), "edge-a")
+    with pytest.raises(OutboxError):
+        outbox.record_events("s1", "alice", [note(1)])
+    await outbox.start()
+    with pytest.raises(OutboxError, match="summary"):
+        outbox.record_summary("s1", "alice", note(1))
+    await outbox.aclose()
+    await outbox.aclose()  # twice is fine
+    with pytest.raises(OutboxError, match="closed"):
+        await outbox.start()
