@@ -21,14 +21,18 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from control_plane._proto.seminote.v1 import edge_pb2, registry_pb2, registry_pb2_grpc
 
-from .settings import ControlAgentSettings
+from .inference.model import DEFAULT_MODEL_PATH
+from .settings import ControlAgentSettings, EdgeSettings
+from .tickets import load_public_key
 
 log = structlog.get_logger(__name__)
 
@@ -423,3 +427,34 @@ class EdgeAgent:
 def _session_pb(s: AgentSession) -> edge_pb2.SessionInfo:
     return edge_pb2.SessionInfo(session_id=s.session_id, user=s.user, mode=_MODE_TO_PB.get(s.mode, edge_pb2.MODE_UNSPECIFIED),
                                 piece=s.piece, started_at=s.started_at)
+
+
+def agent_for_server(settings: EdgeSettings, manager: ManagedSessions, base_url: str) -> EdgeAgent | None:
+    """The agent for ``seminote-edge serve``, or None for a standalone edge (no ``control.addr``).
+
+    The control plane's ticket key, received on register, is added to the manager's trusted keys
+    (replacing the one from an earlier registration, so a control plane that rotated its key is followed).
+    """
+    c = settings.control
+    if not c.addr:
+        return None
+    base = (settings.server.public_url or base_url).rstrip("/")
+    whip_url = c.whip_url or f"{base}/v1/whip"
+    model_path = settings.analysis.model_path or DEFAULT_MODEL_PATH
+    identity = EdgeIdentity(
+        edge_id=settings.edge_id, region=c.region, lat=c.lat, lon=c.lon, whip_url=whip_url,
+        capacity=c.capacity or settings.server.max_sessions, detailed_mode=True,
+        model_loaded=Path(model_path).is_file(), features=("whip", "feedback-v1"),
+    )
+    keys: list[Any] = manager.public_keys  # type: ignore[attr-defined]
+    current: list[Ed25519PublicKey] = []
+
+    def trust(pem: str) -> None:
+        key = load_public_key(pem)
+        for old in current:
+            if old in keys:
+                keys.remove(old)
+        current[:] = [key]
+        keys.append(key)
+
+    return EdgeAgent(c, identity, SessionManagerHost(manager), on_public_key=trust)

@@ -98,6 +98,13 @@ class SessionManager:
         """Take no new sessions (``/readyz`` turns 503); open ones continue."""
         self._draining = True
 
+    # --- control-plane agent (issue 4): uncordon ------------------------------------------------
+    def undrain(self) -> None:
+        """Take new sessions again (the control plane uncordoned this edge); no-op once closed."""
+        if self._state != "closed":
+            self._draining = False
+    # --- end control-plane agent ------------------------------------------------------------------
+
     @property
     def accepting(self) -> bool:
         return (

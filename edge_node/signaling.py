@@ -76,7 +76,11 @@ def load_ticket_keys(server: ServerSettings) -> tuple[list[Ed25519PublicKey], Ed
 def create_app(settings: EdgeSettings, metrics: EdgeMetrics | None = None) -> web.Application:
     """The edge's aiohttp application; its session manager starts and stops with the app."""
     server = settings.server
-    public_keys, private_key = load_ticket_keys(server)
+    # control-plane agent (issue 4): with a control plane, its ticket key arrives on register.
+    public_keys: list[Ed25519PublicKey] = []
+    private_key: Ed25519PrivateKey | None = None
+    if not settings.control.addr or server.ticket_public_key or server.ticket_private_key:
+        public_keys, private_key = load_ticket_keys(server)
     if server.dev_tickets and private_key is None:
         raise ConfigError("server.dev_tickets", "needs server.ticket_private_key to sign tickets with")
     app = web.Application(client_max_size=server.max_body_bytes)

@@ -12,6 +12,7 @@ import sys
 import structlog
 from aiohttp import web
 
+from ..agent import EdgeAgent, agent_for_server
 from ..errors import SeminoteEdgeError
 from ..settings import EdgeSettings
 from ..signaling import MANAGER_KEY, create_app
@@ -81,6 +82,7 @@ async def serve(app: web.Application, settings: EdgeSettings) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.server.shutdown_grace_s)
+    agent: EdgeAgent | None = None
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.server.host, settings.server.port)
@@ -90,9 +92,15 @@ async def serve(app: web.Application, settings: EdgeSettings) -> None:
         if server is not None and server.sockets:
             host, port = server.sockets[0].getsockname()[:2]
         log.info("edge listening", url=f"http://{host}:{port}/", max_sessions=settings.server.max_sessions)
+        # control-plane agent (issue 4): registers this edge when SEMINOTE_EDGE_CONTROL__ADDR is set.
+        agent = agent_for_server(settings, app[MANAGER_KEY], f"http://{host}:{port}")
+        if agent is not None:
+            await agent.start()
         await stop.wait()
         log.info("edge stopping", sessions=app[MANAGER_KEY].count)
         app[MANAGER_KEY].drain()
     finally:
+        if agent is not None:
+            await agent.aclose()
         await runner.cleanup()
     log.info("edge stopped")
