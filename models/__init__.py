@@ -1,0 +1,1 @@
+"""Seminote Edge models: the shipped ONNX transcription model and the code that trains it."""
