@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,6 +25,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 PRODUCER = Path(__file__).with_name("edge_producer.py")
+DEPLOY_NATS = Path(__file__).resolve().parents[2] / "deploy" / "nats"
+_LOOPBACK = re.compile(r"127\.0\.0\.1:(\d+)")
 START_TIMEOUT_S = 10.0
 
 
@@ -88,13 +91,12 @@ class ManagedProcess:
 class NatsNode(ManagedProcess):
     """One ``nats-server -js`` on a fixed free port, so a restart comes back at the same address."""
 
-    def __init__(self, root: Path, name: str, cluster: list[NatsNode] | None = None) -> None:
-        self.port = free_port()
-        self.cluster_port = free_port() if cluster is not None else 0
+    def __init__(self, root: Path, name: str, conf_text: str | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.store_dir = root / name / "js"
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.conf = root / name / "nats.conf"
-        self.peers = cluster
+        self.conf_text = conf_text
         super().__init__(name, [NATS_SERVER, "-c", str(self.conf)], root / name / "nats.log")
 
     @property
@@ -102,17 +104,14 @@ class NatsNode(ManagedProcess):
         return f"nats://127.0.0.1:{self.port}"
 
     def write_conf(self) -> None:
-        lines = [
+        if self.conf_text is not None:
+            self.conf.write_text(self.conf_text)
+            return
+        self.conf.write_text("\n".join([
             f"server_name: {self.name}",
             f"listen: 127.0.0.1:{self.port}",
             f'jetstream {{ store_dir: "{self.store_dir}", max_memory_store: 64MB, max_file_store: 2GB }}',
-        ]
-        if self.peers is not None:
-            routes = ", ".join(f"nats-route://127.0.0.1:{p.cluster_port}" for p in self.peers if p is not self)
-            lines.append(
-                f"cluster {{ name: seminote-test, listen: 127.0.0.1:{self.cluster_port}, routes: [{routes}] }}"
-            )
-        self.conf.write_text("\n".join(lines) + "\n")
+        ]) + "\n")
 
     def start(self) -> None:
         self.write_conf()
@@ -120,10 +119,26 @@ class NatsNode(ManagedProcess):
         wait_port(self.port)
 
 
-def start_cluster(root: Path, size: int = 3) -> list[NatsNode]:
-    nodes: list[NatsNode] = []
-    for i in range(size):
-        nodes.append(NatsNode(root, f"n{i + 1}", cluster=nodes))
+def deploy_cluster_confs(root: Path) -> list[tuple[str, str, int]]:
+    """The repository's ``deploy/nats/nats-{1,2,3}.conf`` with every loopback port replaced by a free
+    one (the same replacement in all three files) and each store dir moved under ``root``.
+    Returns (node name, config text, client port) per node."""
+    texts = [(DEPLOY_NATS / f"nats-{i}.conf").read_text() for i in range(1, 4)]
+    ports = sorted({int(p) for t in texts for p in _LOOPBACK.findall(t)})
+    mapping = {p: free_port() for p in ports}
+    out: list[tuple[str, str, int]] = []
+    for i, text in enumerate(texts, start=1):
+        name = f"nats-{i}"
+        listen = int(re.search(r"^listen: 127\.0\.0\.1:(\d+)", text, re.M).group(1))  # type: ignore[union-attr]
+        text = _LOOPBACK.sub(lambda m: f"127.0.0.1:{mapping[int(m.group(1))]}", text)
+        text = re.sub(r'store_dir: "[^"]*"', f'store_dir: "{root / name / "js"}"', text)
+        out.append((name, text, mapping[listen]))
+    return out
+
+
+def start_cluster(root: Path) -> list[NatsNode]:
+    """The 3-node cluster of ``deploy/nats/`` on free loopback ports."""
+    nodes = [NatsNode(root, name, conf_text=text, port=port) for name, text, port in deploy_cluster_confs(root)]
     for node in nodes:
         node.write_conf()
         ManagedProcess.start(node)
@@ -277,6 +292,17 @@ def session_name(i: int) -> str:
 def result_seq(j: int) -> int:
     """The j-th synced result of a session has seq 2j+1: the producer interleaves an unsynced event."""
     return 2 * j + 1
+
+
+async def stream_leader(nats_urls: list[str], stream: str = "SEMINOTE_RESULTS") -> tuple[str, int]:
+    """The server name of the stream's current leader in a cluster, and the stream's replicas."""
+    nc = await nats.connect(servers=nats_urls, connect_timeout=2)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        assert info.cluster is not None and info.cluster.leader, "stream has no leader"
+        return str(info.cluster.leader), int(info.config.num_replicas or 0)
+    finally:
+        await nc.close()
 
 
 async def stream_order_violations(nats_urls: list[str], stream: str = "SEMINOTE_RESULTS") -> tuple[int, int, int]:

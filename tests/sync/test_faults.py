@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import SYNC_RESULTS
-from .harness import NatsNode, SyncRig, stream_order_violations
+from .harness import NatsNode, SyncRig, stream_leader, stream_order_violations
 
 SESSIONS = 20
 RATE_PER_S = 2500.0  # results/s the edge produces: a fault lands mid-stream
@@ -125,6 +125,9 @@ async def test_one_node_of_three_killed_with_r3_streams(
     rig = make_rig(tmp_path, [n.url for n in nats_cluster], replicas=3)
 
     async def fault() -> None:
-        nats_cluster[0].kill()
+        leader, replicas = await stream_leader(rig.nats_urls)
+        assert replicas == 3
+        victim = next(n for n in nats_cluster if n.name == leader)
+        victim.kill()  # the R3 stream's leader: the other two elect a new one and carry on
 
     await run_through(rig, fault)
