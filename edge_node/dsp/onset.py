@@ -19,7 +19,9 @@ from numba import njit
 HOP_SAMPLES = 240  # 5 ms at 48 kHz
 WINDOW_SAMPLES = 512
 MAX_BIN = 192  # ~18 kHz at 93.75 Hz/bin
-LAG_FRAMES = 2  # flux against the frame 10 ms back: an attack spans several 5 ms hops
+LAG_FRAMES = 2  # flux against frames >= 10 ms back: an attack spans several 5 ms hops
+MEMORY_FRAMES = 4  # ...taking the max over this many frames (beating and tremolo rise less than that)
+RING_FRAMES = LAG_FRAMES + MEMORY_FRAMES - 1
 LOG_GAMMA = 1000.0
 ODF_RING = 24  # 120 ms of flux history for the adaptive threshold
 MIN_GAP_HOPS = 7  # 35 ms refractory period
@@ -36,14 +38,14 @@ ST_ALPHA = 5
 ST_GAMMA = 6
 N_ST = 7
 
-DEFAULT_DELTA = 8.0
+DEFAULT_DELTA = 5.0
 DEFAULT_ALPHA = 1.6
 
 
 def new_onset_state(
     delta: float = DEFAULT_DELTA, alpha: float = DEFAULT_ALPHA, gamma: float = LOG_GAMMA
 ) -> tuple[np.ndarray, ...]:
-    prev_log = np.zeros((LAG_FRAMES, MAX_BIN), dtype=np.float32)
+    prev_log = np.zeros((RING_FRAMES, MAX_BIN), dtype=np.float32)
     odf_ring = np.zeros(ODF_RING, dtype=np.float64)
     st = np.zeros(N_ST, dtype=np.float64)
     st[ST_LAST_ONSET_FRAME] = -1e9
@@ -103,6 +105,7 @@ def onset_chunk(
     first_end = total - n_new + HOP_SAMPLES
     found = 0
     frame = np.empty(WINDOW_SAMPLES, dtype=np.float64)
+    ref_buf = np.empty(MAX_BIN, dtype=np.float32)
     delta = st[ST_DELTA]
     alpha = st[ST_ALPHA]
     gamma = st[ST_GAMMA]
@@ -113,24 +116,30 @@ def onset_chunk(
             frame[i] = hist[base + i] * hann[i]
         spec = np.fft.rfft(frame)
         flux = 0.0
-        slot = int(st[ST_FRAMES]) % LAG_FRAMES  # row holding the frame LAG_FRAMES hops back
-        ref_row = prev_log[slot]
-        prev_k = ref_row[0]
+        frame_no = int(st[ST_FRAMES])
+        cur = frame_no % RING_FRAMES  # row of the oldest frame, overwritten by this one
+        # reference: element-wise max over frames n-LAG .. n-LAG-MEMORY+1, then +-1 bin
+        for k in range(MAX_BIN):
+            m = np.float32(0.0)
+            for j in range(MEMORY_FRAMES):
+                row = (frame_no - LAG_FRAMES - j) % RING_FRAMES
+                v = prev_log[row, k]
+                if v > m:
+                    m = v
+            ref_buf[k] = m
         for k in range(1, MAX_BIN):
             re = spec[k].real
             im = spec[k].imag
             lm = np.float32(np.log1p(gamma * np.sqrt(re * re + im * im)))
-            # max filter over neighbouring bins of the reference frame (vibrato/detuning robustness)
-            ref = ref_row[k]
-            if prev_k > ref:
-                ref = prev_k
-            if k + 1 < MAX_BIN and ref_row[k + 1] > ref:
-                ref = ref_row[k + 1]
+            ref = ref_buf[k]
+            if ref_buf[k - 1] > ref:
+                ref = ref_buf[k - 1]
+            if k + 1 < MAX_BIN and ref_buf[k + 1] > ref:
+                ref = ref_buf[k + 1]
             diff = lm - ref
             if diff > 0.0:
                 flux += diff
-            prev_k = ref_row[k]
-            ref_row[k] = lm
+            prev_log[cur, k] = lm
         frames = st[ST_FRAMES]
         mean = 0.0
         for i in range(ODF_RING):
