@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .mistakes import MISTAKE_CLASSES, Performance
-from .verdicts import Judgement
+from .verdicts import Judgement, same_pitch
 
 ONSET_MATCH_S = 0.07  # a verdict's played onset within this of a performed note refers to it
 LATENCY_LIMIT_S = 0.3
@@ -46,6 +46,8 @@ class Evaluation:
     clean_aligned: int = 0  # clean notes whose verdict names the right reference note
     notes_without_verdict: int = 0  # performed notes the transcription lost (or that got no verdict)
     verdicts_without_note: int = 0  # verdicts about transcribed notes that were not performed
+    transcription_pitch_errors: int = 0  # notes heard at another pitch than played (not a harmonic)
+    fp_from_transcription: dict[str, int] = field(default_factory=dict)  # false verdicts on misheard notes
     max_latency_s: float = 0.0
     late_verdicts: int = 0  # decided more than LATENCY_LIMIT_S after their evidence
     restart_detected: bool | None = None
@@ -66,6 +68,9 @@ class Evaluation:
         self.clean_aligned += other.clean_aligned
         self.notes_without_verdict += other.notes_without_verdict
         self.verdicts_without_note += other.verdicts_without_note
+        self.transcription_pitch_errors += other.transcription_pitch_errors
+        for key, v in other.fp_from_transcription.items():
+            self.fp_from_transcription[key] = self.fp_from_transcription.get(key, 0) + v
         self.max_latency_s = max(self.max_latency_s, other.max_latency_s)
         self.late_verdicts += other.late_verdicts
         self.errors.extend(other.errors)
@@ -82,6 +87,8 @@ class Evaluation:
             "clean_aligned": round(self.clean_aligned / self.clean_total, 4) if self.clean_total else 1.0,
             "notes_without_verdict": self.notes_without_verdict,
             "verdicts_without_note": self.verdicts_without_note,
+            "transcription_pitch_errors": self.transcription_pitch_errors,
+            "false_verdicts_on_misheard_notes": dict(self.fp_from_transcription),
             "max_latency_s": round(self.max_latency_s, 4),
             "late_verdicts": self.late_verdicts,
         }
@@ -128,6 +135,11 @@ def evaluate(perf: Performance, judgements: Sequence[Judgement]) -> Evaluation:
             continue
         j = jm
         flagged_timing = j.verdict in ("correct", "wrong_pitch") and j.timing in ("early", "late")
+        assert j.played is not None
+        if not same_pitch(note.pitch, j.played.pitch, j.played.harmonic_ambiguous):
+            ev.transcription_pitch_errors += 1
+            if note.label == "correct" and j.verdict != "correct":
+                ev.fp_from_transcription[j.verdict] = ev.fp_from_transcription.get(j.verdict, 0) + 1
         # wrong pitch
         if note.label == "wrong_pitch":
             if j.verdict == "wrong_pitch":

@@ -50,13 +50,15 @@ BEAM_WIDTH = 24
 MAX_SKIP_GROUPS = 3  # at most this many consecutive reference groups missed in one step
 MAX_RESTART_BARS = 16  # restarts are looked for this many bars back (and at the piece's start)
 COST_RESTART = 7.0
-COST_RESTART_AFTER_PAUSE = 4.0
+COST_RESTART_AFTER_PAUSE = 5.5  # (its onset time is no evidence, unlike a matched one)
 COST_RESTART_PER_BAR = 0.15  # restarts a few bars back are likelier than far back...
 COST_RESTART_FAR = 2.0  # ...up to this much more
 COST_RESTART_TO_START = 1.0  # ...except from the very beginning
 COST_HESITATION = 2.0  # going on with the next group after a pause (instead of a timing cost)
 COST_START_ELSEWHERE = 3.0
-COST_EXTRA_UNEXPECTED = 2.0  # on top of COST_EXTRA: a played note is more likely meant than added  # starting at a bar other than the first
+COST_EXTRA_UNEXPECTED = 2.5
+COST_MISSED_CHORD_NOTE = 1.0  # a skipped (or added) chord is one slip, not one per key
+COST_EXTRA_CHORD_NOTE = 1.0  # on top of COST_EXTRA: a played note is more likely meant than added  # starting at a bar other than the first
 TIMING_COST_CAP = 6.0
 TIMING_SIGMA_ABS_S = 0.03  # timing noise: absolute part...
 TIMING_SIGMA_REL = 0.1  # ...plus this fraction of the expected gap since the last matched onset
@@ -67,8 +69,9 @@ TEMPO_MIN_ANCHORS = 3  # fewer than this: the tempo ratio is a guess
 TEMPO_RATIO_MIN = 1 / 2.5  # performance seconds per written second: 2.5x faster ...
 TEMPO_RATIO_MAX = 2.5  # ... to 2.5x slower than written
 PAUSE_MIN_S = 1.0  # silence longer than this and than PAUSE_GAP_FACTOR written gaps is a pause
-PAUSE_GAP_FACTOR = 2.0
-HESITATION_MIN_S = 0.6  # a group this much (and PAUSE_GAP_FACTOR gaps) overdue: a hesitation
+PAUSE_GAP_FACTOR = 1.5
+HESITATION_MIN_S = 0.6  # a group this much (and HESITATION_GAP_FACTOR gaps) overdue: a hesitation
+HESITATION_GAP_FACTOR = 2.0
 REANCHOR_DEVIATION_S = 0.35  # a matched onset this far off the tempo line re-anchors it (hesitation)
 TRAILING_MISSED_GROUPS = 3  # at the end, at most this many unreached final groups count as missed
 
@@ -288,14 +291,15 @@ class ScoreFollower:
             pause = t_played - h.last_onset > max(PAUSE_MIN_S, PAUSE_GAP_FACTOR * gap_next)
         out: list[_Hyp] = []
         # extra: the group is not in the piece
-        out.append(_Hyp(h.pos, h.tempo, h.cost + COST_EXTRA * len(pitches) + COST_EXTRA_UNEXPECTED, t_played,
+        out.append(_Hyp(h.pos, h.tempo, h.cost + COST_EXTRA + COST_EXTRA_CHORD_NOTE * (len(pitches) - 1) + COST_EXTRA_UNEXPECTED,
+                        t_played,
                         Step("extra", None, (), None, ())))
         # forward match, possibly skipping groups
         last_s = piece.group_onset_s[h.pos] if h.pos >= 0 else None
         missed_cost = 0.0
         for j in range(h.pos + 1, min(n_groups, h.pos + 2 + MAX_SKIP_GROUPS)):
             if j > h.pos + 1:
-                missed_cost += COST_MISSED * len(piece.groups[j - 1])
+                missed_cost += COST_MISSED + COST_MISSED_CHORD_NOTE * (len(piece.groups[j - 1]) - 1)
             s_j = piece.group_onset_s[j]
             m = match_group([piece.notes[i].pitch for i in piece.groups[j]], pitches, ambiguous)
             exp_t: float | None = None
@@ -305,14 +309,14 @@ class ScoreFollower:
                 exp_t = line[0] + line[1] * s_j
                 ref_gap = line[1] * (s_j - last_s) if last_s is not None else 0.0
                 gap_exp = ref_gap
-                hesitation = t_played - exp_t > max(HESITATION_MIN_S, PAUSE_GAP_FACTOR * ref_gap)
+                hesitation = t_played - exp_t > max(HESITATION_MIN_S, HESITATION_GAP_FACTOR * ref_gap)
                 if hesitation:
                     timing_cost = COST_HESITATION
                 else:
                     sigma = TIMING_SIGMA_ABS_S + sigma_rel * abs(ref_gap)
                     z = (t_played - exp_t) / sigma
                     timing_cost = min(TIMING_COST_CAP, 0.5 * z * z)
-            if exp_t is None or abs(t_played - exp_t) > REANCHOR_DEVIATION_S:
+            if exp_t is None or (h.tempo.established and abs(t_played - exp_t) > REANCHOR_DEVIATION_S):
                 tempo = h.tempo.reanchor(s_j, t_played)
             else:
                 tempo = h.tempo.add(s_j, t_played)
@@ -337,7 +341,7 @@ class ScoreFollower:
                     continue
                 bars_back = cur_bar - piece.group_bar[b]
                 restart_cost = base_cost + min(
-                    COST_RESTART_PER_BAR * bars_back, COST_RESTART_TO_START if b == 0 else COST_RESTART_FAR)
+                    COST_RESTART_PER_BAR * (bars_back + 1), COST_RESTART_TO_START if b == 0 else COST_RESTART_FAR)
                 m = match_group([piece.notes[i].pitch for i in piece.groups[b]], pitches, ambiguous)
                 tempo = h.tempo.reanchor(piece.group_onset_s[b], t_played)
                 out.append(_Hyp(b, tempo, h.cost + restart_cost + m.cost, t_played,

@@ -92,7 +92,7 @@ class MistakePlan:
     per_class: int = 3
     tempo_factor: float = 1.0  # 0.6 = 60 % of the written tempo (slower)
     drift: float = 0.15  # relative tempo change from start to end (+: speeding up)
-    rubato: float = 0.03  # amplitude of a slow sinusoidal tempo modulation (relative)
+    rubato: float = 0.0  # amplitude of a slow sinusoidal tempo modulation (relative), e.g. 0.03
     restart: bool = False
     classes: tuple[str, ...] = field(default=MISTAKE_CLASSES)
 

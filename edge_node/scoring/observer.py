@@ -27,8 +27,8 @@ MODEL_SILENCE_S = 3.0
 # Kernel notes name their pitch 15 ms after the onset, when the previous note may still ring; the
 # ``pitch`` stream over the settled part of the note is surer. A kernel note's pitch is re-read as
 # the most common rounded ``pitch`` over [onset + start, min(onset + end, next onset - margin)].
-REFINE_START_S = 0.05
-REFINE_END_S = 0.2
+REFINE_START_S = 0.08
+REFINE_END_S = 0.22  # + PITCH_EVENT_HALF_WINDOW_S stays inside the follower's DECISION_LAG_S
 REFINE_MARGIN_S = 0.01
 REFINE_MIN_FRAMES = 2
 REFINE_MIN_CONFIDENCE = 0.5

@@ -33,6 +33,7 @@ PITCH_WEIGHT = 0.7
 RHYTHM_WEIGHT = 0.3
 UNEVEN_BAR_SPREAD_MS = 60.0  # a bar whose timing deviations spread (std) more than this is uneven
 MAX_LISTED = 3  # bars or notes named in one feedback sentence
+LOW_MATCH_ACCURACY = 0.4  # below this pitch accuracy the student may be playing another piece
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 
@@ -98,7 +99,7 @@ def _feedback(
     judged = c["correct"] + c["wrong_pitch"] + c["missed"] + c["extra"]
     if not judged:
         return ["No notes were heard, so there is nothing to compare with the piece yet."]
-    if fields["pitch_accuracy"] < 0.3 and judged >= 8:
+    if fields["pitch_accuracy"] < LOW_MATCH_ACCURACY and judged >= 8:
         out.append("Very few notes matched the piece: is this the piece you meant to practise?")
     out.append(
         f"{c['correct']} notes right, {c['wrong_pitch']} wrong, {c['missed']} missed, {c['extra']} extra "

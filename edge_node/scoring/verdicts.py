@@ -7,7 +7,7 @@ wrong notes); :class:`Judgement` is one decided verdict and :func:`score_fields`
 Timing: ``timing_ms`` is played onset minus expected onset, both in the performance's time base
 (the follower's tempo model maps the written time to it). It is ``None`` while the follower has no
 tempo basis (the first notes, and the first note after a restart). A note is ``early``/``late`` when
-``|timing_ms|`` reaches :func:`timing_tolerance_ms` (50 ms, up to 70 ms for notes after long gaps).
+``|timing_ms|`` reaches :func:`timing_tolerance_ms` (50 ms, up to 60 ms for notes after long gaps).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ TimingClass = Literal["early", "late", "on_time"]
 
 TIMING_TOLERANCE_MS = 50.0  # |played - expected| at or beyond this is early/late (acceptance: 80 ms)...
 TIMING_TOLERANCE_REL = 0.05  # ...or this fraction of the expected gap from the previous note...
-TIMING_TOLERANCE_MAX_MS = 70.0  # ...up to this (long gaps are predicted less precisely)
+TIMING_TOLERANCE_MAX_MS = 60.0  # ...up to this (long gaps are predicted less precisely)
 COST_WRONG_PITCH = 4.0  # -log probability-like costs shared with the follower
 COST_MISSED = 4.0
 COST_EXTRA = 4.0
