@@ -2,9 +2,10 @@
 
 Each row goes to ``<subject_prefix>.<edge_id>.<kind>`` with ``Nats-Msg-Id`` = the row's globally
 unique id (:meth:`OutboxRow.msg_id`), so JetStream drops a re-publish inside its duplicate window and
-the control plane's ingest (which upserts by message id) drops one after it. Rows are published one
-at a time, each awaiting its ack before the next is sent: a row is never stored in the stream ahead
-of an older one, which keeps every session's results in order. Acked rows are deleted in groups; if
+the control plane's ingest (which upserts by message id) drops one after it. Each round publishes a
+window of rows concurrently, but at most one row per session, and a session's next row only after
+the previous one was acked: a row is never stored in the stream ahead of an older row of its
+session, which keeps every session's results in order. Acked rows are deleted after each round; if
 the process dies between the ack and the delete, the rows are published again and deduplicated.
 
 While NATS is away the relay backs off exponentially (``backoff_initial_s`` .. ``backoff_max_s``)
@@ -123,27 +124,43 @@ class Relay:
                 await self._back_off(exc)
 
     async def _publish_rows(self, js: JetStreamContext, rows: list[OutboxRow]) -> None:
-        """Publish in id order; delete what was acked even when a later publish fails."""
-        acked: list[int] = []
-        try:
-            for row in rows:
-                ack = await js.publish(
-                    self.subject(row),
-                    row.payload,
-                    timeout=self.settings.publish_timeout_s,
-                    stream=self.settings.stream_name,
-                    headers={"Nats-Msg-Id": row.msg_id(self.edge_id, self.outbox.epoch)},
-                )
-                acked.append(row.id)
-                self.published_rows += 1
-                RELAY_PUBLISHED_ROWS.inc()
-                RELAY_PUBLISHED_RESULTS.inc(row.results)
-                if ack.duplicate:
-                    self.duplicate_acks += 1
-                    RELAY_DUPLICATE_ACKS.inc()
-        finally:
-            # Shielded: a cancel (shutdown) must not lose the knowledge that these rows are stored.
-            await asyncio.shield(self.outbox.delete(acked))
+        """Publish one window: the oldest unacked row of each session, concurrently; delete the acked.
+
+        At most one row per session is in flight, and a session's next row is only sent after the one
+        before it was acked, so a failure can never let a later row of a session overtake an earlier
+        one in the stream. Different sessions proceed in parallel.
+        """
+        window: list[OutboxRow] = []
+        sessions: set[str] = set()
+        for row in rows:
+            if row.session_id in sessions:
+                continue  # waits for its predecessor's ack (a later round)
+            sessions.add(row.session_id)
+            window.append(row)
+            if len(window) >= self.settings.publish_window:
+                break
+        outcomes = await asyncio.gather(*(self._publish(js, row) for row in window), return_exceptions=True)
+        acked = [row.id for row, outcome in zip(window, outcomes, strict=True) if outcome is None]
+        # Shielded: a cancel (shutdown) must not lose the knowledge that these rows are stored.
+        await asyncio.shield(self.outbox.delete(acked))
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _publish(self, js: JetStreamContext, row: OutboxRow) -> None:
+        ack = await js.publish(
+            self.subject(row),
+            row.payload,
+            timeout=self.settings.publish_timeout_s,
+            stream=self.settings.stream_name,
+            headers={"Nats-Msg-Id": row.msg_id(self.edge_id, self.outbox.epoch)},
+        )
+        self.published_rows += 1
+        RELAY_PUBLISHED_ROWS.inc()
+        RELAY_PUBLISHED_RESULTS.inc(row.results)
+        if ack.duplicate:
+            self.duplicate_acks += 1
+            RELAY_DUPLICATE_ACKS.inc()
 
     async def _back_off(self, exc: BaseException) -> None:
         delay = self._backoff_s * (0.5 + random.random() / 2)
