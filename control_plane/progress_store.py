@@ -3,7 +3,8 @@
 Tables (one file, WAL):
 
 - ``users``: one row per student seen in any result.
-- ``practice_sessions``: one row per session: who, which edge, when it started, results so far.
+- ``practice_sessions``: one row per session: who, which edge, when it started, results so far, and
+  a copy of its summary's scores (so the progress queries are one covering-index range scan).
 - ``performances``: what was played in a session: each synced ``note`` and ``score`` event, keyed by
   ``(session_id, seq)``, with the fields queries need pulled out of the event JSON.
 - ``analysis_results``: the session's ``summary`` (pitch/rhythm accuracy, dynamics range, overall
@@ -52,8 +53,13 @@ _SCHEMA = (
     " user_id TEXT PRIMARY KEY, first_seen_at REAL NOT NULL, last_session_at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS practice_sessions ("
     " session_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, edge_id TEXT NOT NULL,"
-    " started_at REAL NOT NULL, last_result_at REAL NOT NULL, results_count INTEGER NOT NULL DEFAULT 0)",
-    "CREATE INDEX IF NOT EXISTS practice_sessions_user_started ON practice_sessions (user_id, started_at)",
+    " started_at REAL NOT NULL, last_result_at REAL NOT NULL, results_count INTEGER NOT NULL DEFAULT 0,"
+    " pitch_accuracy REAL, rhythm_accuracy REAL, dynamics_range REAL, overall_score REAL, duration_s REAL)",
+    # Covering index of the progress queries: a user's sessions in time order with their scores are one
+    # range scan, no table lookups (the scores are copied here from analysis_results by the ingest).
+    "CREATE INDEX IF NOT EXISTS practice_sessions_user_started ON practice_sessions (user_id, started_at,"
+    " session_id, edge_id, results_count, pitch_accuracy, rhythm_accuracy, dynamics_range, overall_score,"
+    " duration_s)",
     "CREATE TABLE IF NOT EXISTS performances ("
     " session_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, t REAL NOT NULL,"
     " note_id INTEGER, pitch INTEGER, velocity INTEGER, end_t REAL, verdict TEXT, timing_ms REAL,"
@@ -288,6 +294,13 @@ class ProgressStore:
                     s = m.summary
                     stats.summaries += 1
                     conn.execute(
+                        "UPDATE practice_sessions SET pitch_accuracy = ?, rhythm_accuracy = ?,"
+                        " dynamics_range = ?, overall_score = ?, duration_s = ? WHERE session_id = ?",
+                        [_num(s.get("pitch_accuracy")), _num(s.get("rhythm_accuracy")),
+                         _num(s.get("dynamics_range")), _num(s.get("overall_score")),
+                         _num(s.get("duration_s")), m.session_id],
+                    )
+                    conn.execute(
                         "INSERT INTO analysis_results (session_id, user_id, completed_at, pitch_accuracy,"
                         " rhythm_accuracy, dynamics_range, overall_score, notes_played, duration_s,"
                         " feedback, msg_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -317,11 +330,10 @@ class ProgressStore:
     def _sessions(self, user_id: str, since: float | None, until: float | None, limit: int) -> list[SessionScore]:
         assert self._rdb is not None
         rows = self._rdb.execute(
-            "SELECT s.session_id, s.edge_id, s.started_at, s.results_count, a.pitch_accuracy,"
-            " a.rhythm_accuracy, a.dynamics_range, a.overall_score, a.duration_s"
-            " FROM practice_sessions s LEFT JOIN analysis_results a ON a.session_id = s.session_id"
-            " WHERE s.user_id = ? AND s.started_at >= ? AND s.started_at < ?"
-            " ORDER BY s.started_at, s.session_id LIMIT ?",
+            "SELECT session_id, edge_id, started_at, results_count, pitch_accuracy, rhythm_accuracy,"
+            " dynamics_range, overall_score, duration_s FROM practice_sessions"
+            " WHERE user_id = ? AND started_at >= ? AND started_at < ?"
+            " ORDER BY started_at, session_id LIMIT ?",
             [user_id, since if since is not None else float("-inf"),
              until if until is not None else float("inf"), limit],
         ).fetchall()
@@ -336,11 +348,10 @@ class ProgressStore:
     def _weekly_trends(self, user_id: str, since: float | None, until: float | None) -> list[WeekTrend]:
         assert self._rdb is not None
         rows = self._rdb.execute(
-            "SELECT date(s.started_at, 'unixepoch', '-6 days', 'weekday 1') AS week, COUNT(*),"
-            " AVG(a.pitch_accuracy), AVG(a.rhythm_accuracy), AVG(a.dynamics_range), AVG(a.overall_score),"
-            " COALESCE(SUM(a.duration_s), 0)"
-            " FROM practice_sessions s LEFT JOIN analysis_results a ON a.session_id = s.session_id"
-            " WHERE s.user_id = ? AND s.started_at >= ? AND s.started_at < ?"
+            "SELECT date(started_at, 'unixepoch', '-6 days', 'weekday 1') AS week, COUNT(*),"
+            " AVG(pitch_accuracy), AVG(rhythm_accuracy), AVG(dynamics_range), AVG(overall_score),"
+            " COALESCE(SUM(duration_s), 0) FROM practice_sessions"
+            " WHERE user_id = ? AND started_at >= ? AND started_at < ?"
             " GROUP BY week ORDER BY week",
             [user_id, since if since is not None else float("-inf"),
              until if until is not None else float("inf")],
