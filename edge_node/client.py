@@ -74,6 +74,7 @@ class FileAudioTrack(MediaStreamTrack):
         self._audio_frames: int | None = None
         self.sent_at: list[float] = []
         self.finished = asyncio.Event()
+        self.gate: asyncio.Event | None = None  # when set, audio starts only once this is set
 
     @property
     def started_at(self) -> float | None:
@@ -82,6 +83,8 @@ class FileAudioTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        if self._start is None and self.gate is not None:
+            await self.gate.wait()
         now = self._clock()
         if self._start is None:
             self._start = now
@@ -155,6 +158,9 @@ class PracticeClient:
         channel.on("open", self.channel_open.set)
         channel.on("close", self.channel_closed.set)
         channel.on("message", self._on_message)
+        if isinstance(self.track, FileAudioTrack) and self.track.gate is None:
+            # Like the app: the student starts playing once feedback can flow.
+            self.track.gate = self.channel_open
         pc.addTransceiver(self.track, direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
         assert pc.localDescription is not None

@@ -5,7 +5,17 @@ Each :class:`EdgeMetrics` has its own registry, so several edges (tests) can liv
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import asyncio
+import threading
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "EdgeMetrics"]
@@ -61,5 +71,21 @@ class EdgeMetrics:
             "seminote_edge_errors", "Error events sent to clients, by code", ["code"], registry=r
         )
 
+        # Leak watch: resident memory, CPU and fds (process_*), asyncio tasks and threads.
+        ProcessCollector(registry=r)
+        Gauge(
+            "seminote_edge_asyncio_tasks", "Tasks alive in the edge's event loop", registry=r
+        ).set_function(_task_count)
+        Gauge("seminote_edge_threads", "Threads alive in the edge process", registry=r).set_function(
+            threading.active_count
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped outside the event loop
+        return float("nan")

@@ -29,11 +29,14 @@ import numpy as np
 import structlog
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
+from .audio import MonoResampler
 from .errors import OfferRejected
 from .events import Event, to_json
 from .metrics import EdgeMetrics
+from .outbox import Outbox
 from .pipeline import StreamingPipeline
 from .receiver import DEFAULT_FRAME_SAMPLES, AudioReceivePath, install
 from .settings import AnalysisSettings, Mode, ServerSettings
@@ -141,6 +144,7 @@ class PracticeSession:
         self.channel: RTCDataChannel | None = None
         self.receive_path: AudioReceivePath | None = None
         self._uninstall: Callable[[], None] | None = None
+        self._stock_task: asyncio.Task[None] | None = None
         self._outbox: list[str] = []
         self._t_offset_s = 0.0
         self._bucket = _TokenBucket(server.dc_rate_per_s, server.dc_burst)
@@ -149,6 +153,7 @@ class PracticeSession:
         self._finished = False
         self._synced: tuple[int, ...] = (0, 0, 0, 0, 0)
         self._closed = asyncio.Event()
+        self.results: Outbox | None = None  # result sync (issue 5): set by the session manager
         self.log = log.bind(session_id=self.id, user=claims.user)
 
     # ------------------------------------------------------------- lifecycle
@@ -171,10 +176,15 @@ class PracticeSession:
         opus_pts = [c.payloadType for c in transceiver._codecs if c.mimeType.lower() == "audio/opus"]
         if not opus_pts:
             raise OfferRejected("unsupported_codec", "no Opus payload type could be negotiated")
-        path = self.receive_path = AudioReceivePath(
-            self._on_audio, reorder_window_s=self.server.reorder_window_ms / 1000.0
-        )
-        self._uninstall = install(transceiver.receiver, path, [p for p in opus_pts if p is not None])
+        if self.server.receive_path == "low_latency":
+            path = self.receive_path = AudioReceivePath(
+                self._on_audio, reorder_window_s=self.server.reorder_window_ms / 1000.0
+            )
+            self._uninstall = install(transceiver.receiver, path, [p for p in opus_pts if p is not None])
+        else:
+            self._stock_task = asyncio.create_task(
+                self._read_stock_track(transceiver.receiver.track), name=f"edge-session-{self.id}-track"
+            )
         await pc.setLocalDescription(await pc.createAnswer())
         local = pc.localDescription
         assert local is not None
@@ -197,6 +207,10 @@ class PracticeSession:
                 self.receive_path.close()
             if self._uninstall is not None:
                 self._uninstall()
+            if self._stock_task is not None:
+                self._stock_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._stock_task
             if self.pc is not None:
                 await self.pc.close()
         finally:
@@ -239,6 +253,15 @@ class PracticeSession:
                 self._send_event(event)
             self.metrics.feedback_latency.observe(time.monotonic() - arrival)
 
+    async def _read_stock_track(self, track: MediaStreamTrack) -> None:
+        """The stock receive path (``server.receive_path = "stock"``): aiortc's jitter buffer, decoder
+        thread and track queue. Kept only as the baseline the low-latency path is measured against."""
+        resampler = MonoResampler()
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                self._on_audio(resampler.convert(frame), time.monotonic())  # type: ignore[arg-type]
+
     def _analysis_failed(self, exc: Exception) -> None:
         """Report the failure to this client and restart the analysis, keeping seq and time base."""
         self.log.exception("analysis failed", error=str(exc))
@@ -265,6 +288,8 @@ class PracticeSession:
             event["t"] = round(event["t"] + self._t_offset_s, 6)
         self.metrics.events_sent.labels(event["type"]).inc()
         self._send_text(to_json(event))
+        if self.results is not None:  # result sync (issue 5): note/score/summary → outbox (memory only)
+            self.results.record_event(self.id, self.claims.user, event)
 
     def _send_error(self, code: str, message: str) -> None:
         self.metrics.errors.labels(code).inc()

@@ -11,15 +11,19 @@ channel). A vanished client is thus ended within ``media_timeout_s + watchdog_in
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import hashlib
 import hmac
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from .audio import CHUNK_SAMPLES
 from .errors import (
     CapacityExceeded,
     EdgeDraining,
@@ -29,6 +33,8 @@ from .errors import (
     TicketReplayed,
 )
 from .metrics import EdgeMetrics
+from .outbox import Outbox
+from .pipeline import StreamingPipeline
 from .session import PracticeSession, validate_offer
 from .settings import EdgeSettings
 from .tickets import ReplayGuard, TicketClaims, verify_ticket
@@ -36,6 +42,34 @@ from .tickets import ReplayGuard, TicketClaims, verify_ticket
 log = structlog.get_logger(__name__)
 
 CLOSE_TIMEOUT_S = 5.0  # one peer connection's teardown, at most
+WARM_UP_CHUNKS = 10
+
+
+def _load_malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by closed sessions (codec, DTLS and SRTP contexts) back to the OS; without
+    it glibc keeps it in its arenas and the edge's RSS ratchets up over the first hundreds of sessions."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def warm_up(settings: EdgeSettings) -> None:
+    """Run the pipeline once on silence so its numba kernels are compiled (or loaded from the cache)
+    before the first student plays: otherwise their first notes wait seconds for the JIT."""
+    pipeline = StreamingPipeline(mode=settings.analysis.default_mode, settings=settings.analysis)
+    pipeline.process(np.zeros(WARM_UP_CHUNKS * CHUNK_SAMPLES, dtype=np.float32))
+    pipeline.finish()
 
 
 def token_digest(token: str) -> bytes:
@@ -60,15 +94,18 @@ class SessionManager:
         self.replay_guard = ReplayGuard(self.server.replay_guard_max_entries)
         self.sessions: dict[str, PracticeSession] = {}
         self._reserved = 0
+        self._closed_since_trim = 0
         self._draining = False
         self._state = "new"
         self._close_queue: asyncio.Queue[tuple[PracticeSession, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self.results: Outbox | None = None  # result sync (issue 5): every session records here
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         if self._state != "new":
             raise RuntimeError(f"session manager cannot start: it is {self._state}")
+        warm_up(self.settings)
         self._state = "running"
         self._tasks = [
             asyncio.create_task(self._watchdog(), name="edge-session-watchdog"),
@@ -142,6 +179,7 @@ class SessionManager:
             claims, token_digest(token), self.server, self.settings.analysis, self.metrics,
             self.request_close,
         )
+        session.results = self.results  # result sync (issue 5)
         try:
             answer = await session.answer(offer)
         except BaseException:
@@ -170,6 +208,7 @@ class SessionManager:
             del self.sessions[session.id]
             self.metrics.sessions_active.set(len(self.sessions))
             self.metrics.sessions_closed.labels(reason).inc()
+        self._closed_since_trim += 1
         try:
             await asyncio.wait_for(session.aclose(reason), CLOSE_TIMEOUT_S)
         except Exception as exc:  # a broken peer must not stop the reaper or the shutdown
@@ -192,6 +231,9 @@ class SessionManager:
             await asyncio.sleep(self.server.watchdog_interval_s)
             now = time.monotonic()
             self.replay_guard.prune(time.time())
+            if self._closed_since_trim:
+                self._closed_since_trim = 0
+                release_freed_memory()
             for session in list(self.sessions.values()):
                 session.sync_metrics()
                 reason = session.expired(now)

@@ -62,6 +62,11 @@ class ServerSettings(BaseModel):
     reorder_window_ms: float = Field(
         20.0, ge=0, description="how long an audio gap waits for a late packet before it is concealed"
     )
+    receive_path: Literal["low_latency", "stock"] = Field(
+        "low_latency",
+        description="low_latency: decode each packet when it is next in order; stock: aiortc's jitter "
+        "buffer and track (about 80 ms more; kept to measure against)",
+    )
     shutdown_grace_s: float = Field(5.0, ge=0, description="time sessions get to say goodbye at shutdown")
 
 
