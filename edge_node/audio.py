@@ -92,3 +92,19 @@ def iter_file_chunks(path: str | Path, chunk_samples: int = CHUNK_SAMPLES) -> It
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def probe_duration_s(path: str | Path) -> float | None:
+    """Duration of the first audio stream from the container's metadata (None when unknown)."""
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return container.duration / 1_000_000
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
+    return None

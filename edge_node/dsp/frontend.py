@@ -1,16 +1,19 @@
 """Per-chunk orchestration of the kernels: onset, pitch, dynamics, tempo and light-mode notes.
 
-Audio is processed in whole 20 ms chunks (960 samples); a trailing partial chunk shorter than that at
-the end of a file is not analysed. Look-ahead bound (``LOOKAHEAD_S``): an event about time ``t`` is
+Audio is processed in whole 20 ms chunks (960 samples); a trailing partial chunk at the end of a
+stream is analysed zero-padded. Look-ahead bound (``LOOKAHEAD_S``): an event about time ``t`` is
 decided from audio up to at most ``t + LOOKAHEAD_S``:
 
 - ``onset``: the detecting hop ends at most ``2 * HOP`` after the refined onset time in practice,
   bounded by the refinement span (``WINDOW_SAMPLES``) -> 21.3 ms;
 - ``pitch``: ``t`` is the centre of the newest YIN window, decided half a window later -> 10.7 ms;
-- ``note``: ``t`` is the onset; the pitch is taken from up to ``NOTE_MAX_WAIT_CHUNKS`` chunks after it;
+- ``note``: ``t`` is the onset; the pitch is named by the first confident YIN frame whose window
+  reaches ``NOTE_SETTLE_SAMPLES`` past the onset, waiting at most ``NOTE_MAX_WAIT_CHUNKS`` frames:
+  decided at most 15 ms + 4 x 20 ms = 95 ms after ``t``; a note's closing event (same ``note_id``,
+  ``end`` set) is decided at ``end`` (release) or at the next note's onset;
 - ``dynamics``/``tempo``: ``t`` is the end of the audio they summarise (no look-ahead).
 
-The bound is therefore the note wait: ``NOTE_MAX_WAIT_CHUNKS`` chunks plus one pitch window.
+``LOOKAHEAD_S`` (100 ms) bounds all of these.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ SAMPLE_RATE = 48_000
 CHUNK = 960
 HOPS_PER_CHUNK = CHUNK // onset.HOP_SAMPLES
 HIST_SAMPLES = 4096
-ONSET_TIME_OFFSET_S = 0.0  # calibration of refined onset times against MIDI (tuning set)
+ONSET_TIME_OFFSET_S = 0.003  # refined onsets land ~3 ms after the MIDI note-on (tuning set median)
 
 GATE_MIN_DBFS = -100.0  # absolute floor of the voicing gate (digital silence)
 GATE_ABOVE_NOISE_DB = 6.0  # the gate sits this far above the tracked noise floor
@@ -36,11 +39,13 @@ NOISE_BUCKET_CHUNKS = 50  # noise floor = minimum chunk level over the last few 
 NOISE_BUCKETS = 5
 PITCH_MIN_CONFIDENCE = 0.3
 PITCH_CLEAR_CONFIDENCE = 0.6
+NOTE_MIN_CONFIDENCE = 0.6  # a note is only named from a clearly periodic frame
 NOTE_SETTLE_SAMPLES = 720  # the YIN window must reach 15 ms past the onset before it names the pitch
 NOTE_MAX_WAIT_CHUNKS = 4
 TEMPO_MIN_WEIGHT = 0.1  # accent weight of the weakest onset in the tempo estimate
 NOTE_RELEASE_DB = 35.0  # a note ends when the level falls this far below its attack peak
-LOOKAHEAD_S = (NOTE_MAX_WAIT_CHUNKS + 1) * CHUNK / SAMPLE_RATE
+LOOKAHEAD_S = 0.1
+assert NOTE_SETTLE_SAMPLES + NOTE_MAX_WAIT_CHUNKS * CHUNK <= LOOKAHEAD_S * SAMPLE_RATE
 
 Emitted = tuple[str, float, dict[str, Any]]
 
@@ -109,7 +114,14 @@ class KernelFrontEnd:
         return out
 
     def finish(self) -> list[Emitted]:
-        return []
+        """End of stream: a trailing partial chunk is analysed zero-padded to a whole chunk."""
+        out: list[Emitted] = []
+        if self._pending_audio.size:
+            padded = np.zeros(CHUNK, dtype=np.float32)
+            padded[: self._pending_audio.size] = self._pending_audio
+            self._pending_audio = np.zeros(0, dtype=np.float32)
+            self._chunk(padded, out)
+        return out
 
     # ---------------------------------------------------------------- internals
     def _chunk(self, chunk: np.ndarray, out: list[Emitted]) -> None:
@@ -170,7 +182,7 @@ class KernelFrontEnd:
                 "f0_hz": round(f0, 2), "midi": round(hz_to_midi(f0), 3), "confidence": round(conf, 3),
             }))
 
-        self._notes(f0 if voiced else 0.0, conf, level_db, out)
+        self._notes(f0 if voiced and conf >= NOTE_MIN_CONFIDENCE else 0.0, conf, level_db, out)
 
         self._dyn_power_acc += float(self._hop_pow[:HOPS_PER_CHUNK].mean())
         self._dyn_chunks += 1
