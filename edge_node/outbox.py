@@ -40,13 +40,13 @@ from typing import Any, Literal
 
 import sqlite_utils
 import structlog
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .errors import OutboxError
 from .events import Event
 from .settings import SyncSettings
 
-__all__ = ["SYNCED_EVENT_TYPES", "Outbox", "OutboxRow", "SessionRecord"]
+__all__ = ["SYNCED_EVENT_TYPES", "Outbox", "OutboxRow", "SessionRecord", "SyncMetrics"]
 
 log = structlog.get_logger(__name__)
 
@@ -56,15 +56,33 @@ SYNCED_EVENT_TYPES: frozenset[str] = frozenset({"note", "score"})
 MESSAGE_VERSION = 1
 RowKind = Literal["events", "summary"]
 
-OUTBOX_ROWS = Gauge("seminote_outbox_rows", "Rows (result batches) waiting in the outbox")
-OUTBOX_FILL_RATIO = Gauge("seminote_outbox_fill_ratio", "Outbox rows / outbox_max_rows")
-OUTBOX_FULL = Gauge("seminote_outbox_full", "1 while the outbox refuses new result batches")
-OUTBOX_RECORDED_RESULTS = Counter(
-    "seminote_outbox_recorded_results_total", "note/score results written to the outbox"
-)
-OUTBOX_DROPPED_RESULTS = Counter(
-    "seminote_outbox_dropped_results_total", "note/score results refused because the outbox was full"
-)
+class SyncMetrics:
+    """Prometheus metrics of the outbox and the relay, in the edge's registry (one per edge process)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.outbox_rows = Gauge("seminote_outbox_rows", "Rows (result batches) waiting in the outbox", registry=r)
+        self.outbox_fill_ratio = Gauge(
+            "seminote_outbox_fill_ratio", "Outbox rows / outbox_max_rows (alert at outbox_warn_fill_ratio)",
+            registry=r)
+        self.outbox_full = Gauge("seminote_outbox_full", "1 while the outbox refuses new result batches",
+                                 registry=r)
+        self.recorded_results = Counter(
+            "seminote_outbox_recorded_results", "note/score results written to the outbox", registry=r)
+        self.dropped_results = Counter(
+            "seminote_outbox_dropped_results", "note/score results refused because the outbox was full",
+            registry=r)
+        self.published_rows = Counter("seminote_relay_published_rows", "Outbox rows acked by JetStream",
+                                      registry=r)
+        self.published_results = Counter(
+            "seminote_relay_published_results", "note/score results acked by JetStream", registry=r)
+        self.duplicate_acks = Counter(
+            "seminote_relay_duplicate_acks", "Publishes JetStream acked as duplicates (already stored)",
+            registry=r)
+        self.publish_failures = Counter("seminote_relay_publish_failures", "Relay rounds that got no ack",
+                                        registry=r)
+        self.nats_connected = Gauge("seminote_relay_nats_connected", "1 while the relay has a NATS connection",
+                                    registry=r)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +123,10 @@ class _PendingSession:
 class Outbox:
     """Bounded, durable queue of session results (see module docstring)."""
 
-    def __init__(self, settings: SyncSettings, edge_id: str) -> None:
+    def __init__(self, settings: SyncSettings, edge_id: str, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.edge_id = edge_id
+        self.metrics = SyncMetrics(registry)
         self.epoch = ""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-sqlite")
         self._db: sqlite_utils.Database | None = None
@@ -180,6 +199,20 @@ class Outbox:
         if self._pending_results >= self.settings.batch_max_results:
             self._wake_flusher.set()
         return len(kept)
+
+    def record_event(self, session_id: str, user_id: str, event: Event) -> None:
+        """One event as the session sends it: summaries and note/score results are kept, the rest
+        ignored. Never raises into the audio path: after close, the result is counted as dropped."""
+        kind = event.get("type")
+        if self._state != "open":
+            if kind in SYNCED_EVENT_TYPES:
+                self.dropped_results += 1
+                self.metrics.dropped_results.inc()
+            return
+        if kind == "summary":
+            self.record_summary(session_id, user_id, event)
+        elif kind in SYNCED_EVENT_TYPES:
+            self.record_events(session_id, user_id, (event,))
 
     def record_summary(self, session_id: str, user_id: str, summary: Event) -> None:
         """Queue the session's ``summary`` event; it is written on the next flush, promptly."""
@@ -302,9 +335,9 @@ class Outbox:
     def _update_gauges(self) -> None:
         max_rows = self.settings.outbox_max_rows
         ratio = self._rows / max_rows
-        OUTBOX_ROWS.set(self._rows)
-        OUTBOX_FILL_RATIO.set(ratio)
-        OUTBOX_FULL.set(1 if self._rows >= max_rows else 0)
+        self.metrics.outbox_rows.set(self._rows)
+        self.metrics.outbox_fill_ratio.set(ratio)
+        self.metrics.outbox_full.set(1 if self._rows >= max_rows else 0)
         if ratio >= self.settings.outbox_warn_fill_ratio and not self._warned:
             self._warned = True
             log.warning("outbox nearly full", rows=self._rows, max_rows=max_rows, fill_ratio=round(ratio, 3))
@@ -416,10 +449,10 @@ class Outbox:
                 recorded += kept
                 dropped += lost
         self._rows += written
-        OUTBOX_RECORDED_RESULTS.inc(recorded)
+        self.metrics.recorded_results.inc(recorded)
         if dropped:
             self.dropped_results += dropped
-            OUTBOX_DROPPED_RESULTS.inc(dropped)
+            self.metrics.dropped_results.inc(dropped)
             log.error("outbox full: results refused", results=dropped, rows=self._rows)
         self._update_gauges()
         return written

@@ -28,7 +28,6 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from prometheus_client import Counter, Gauge
 
 from .errors import SyncError
 from .outbox import Outbox, OutboxRow
@@ -42,18 +41,8 @@ IDLE_POLL_S = 1.0
 """How long the relay sleeps on an empty outbox before looking again (it is woken on new rows)."""
 
 CONNECT_TIMEOUT_S = 2.0
+DRAIN_POLL_S = 0.05
 RECONNECT_WAIT_S = 0.25
-
-RELAY_PUBLISHED_ROWS = Counter("seminote_relay_published_rows_total", "Outbox rows acked by JetStream")
-RELAY_PUBLISHED_RESULTS = Counter(
-    "seminote_relay_published_results_total", "note/score results acked by JetStream"
-)
-RELAY_DUPLICATE_ACKS = Counter(
-    "seminote_relay_duplicate_acks_total", "Publishes JetStream acked as duplicates (already stored)"
-)
-RELAY_PUBLISH_FAILURES = Counter("seminote_relay_publish_failures_total", "Publishes that got no ack")
-RELAY_CONNECTED = Gauge("seminote_relay_nats_connected", "1 while the relay has a NATS connection")
-
 
 class Relay:
     """Moves outbox rows to JetStream (see module docstring). Owns one named task."""
@@ -62,6 +51,7 @@ class Relay:
         self.settings = settings
         self.outbox = outbox
         self.edge_id = edge_id
+        self.metrics = outbox.metrics
         self.published_rows = 0
         self.duplicate_acks = 0
         self._nc: NatsClient | None = None
@@ -98,6 +88,19 @@ class Relay:
     ) -> None:
         await self.aclose()
 
+    async def drain(self, timeout_s: float) -> bool:
+        """Flush the outbox and wait (at most ``timeout_s``) until the relay has published every row:
+        the shutdown step "flush the outbox". Rows left over stay on disk for the next start."""
+        await self.outbox.flush()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.outbox.rows and self._state == "running":
+            if loop.time() >= deadline:
+                log.warning("relay stopped with rows left in the outbox", outbox_rows=self.outbox.rows)
+                return False
+            await asyncio.sleep(DRAIN_POLL_S)
+        return self.outbox.rows == 0
+
     def subject(self, row: OutboxRow) -> str:
         return f"{self.settings.subject_prefix}.{self.edge_id}.{row.kind}"
 
@@ -116,7 +119,7 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except _RETRYABLE as exc:
-                RELAY_PUBLISH_FAILURES.inc()
+                self.metrics.publish_failures.inc()
                 await self._back_off(exc)
             except Exception as exc:
                 # Unknown failures are retried too: the relay must outlive anything but cancellation.
@@ -156,11 +159,11 @@ class Relay:
             headers={"Nats-Msg-Id": row.msg_id(self.edge_id, self.outbox.epoch)},
         )
         self.published_rows += 1
-        RELAY_PUBLISHED_ROWS.inc()
-        RELAY_PUBLISHED_RESULTS.inc(row.results)
+        self.metrics.published_rows.inc()
+        self.metrics.published_results.inc(row.results)
         if ack.duplicate:
             self.duplicate_acks += 1
-            RELAY_DUPLICATE_ACKS.inc()
+            self.metrics.duplicate_acks.inc()
 
     async def _back_off(self, exc: BaseException) -> None:
         delay = self._backoff_s * (0.5 + random.random() / 2)
@@ -186,13 +189,13 @@ class Relay:
             reconnected_cb=self._on_reconnected,
             error_cb=self._on_error,
         )
-        RELAY_CONNECTED.set(1)
+        self.metrics.nats_connected.set(1)
         log.info("relay connected to NATS", url=str(self._nc.connected_url))
         return self._nc.jetstream()
 
     async def _close_nats(self) -> None:
         nc, self._nc = self._nc, None
-        RELAY_CONNECTED.set(0)
+        self.metrics.nats_connected.set(0)
         if nc is not None and not nc.is_closed:
             try:
                 await nc.close()
@@ -200,10 +203,10 @@ class Relay:
                 log.debug("closing the NATS connection failed", exc_info=True)
 
     async def _on_disconnected(self) -> None:
-        RELAY_CONNECTED.set(0)
+        self.metrics.nats_connected.set(0)
 
     async def _on_reconnected(self) -> None:
-        RELAY_CONNECTED.set(1)
+        self.metrics.nats_connected.set(1)
 
     async def _on_error(self, exc: Exception) -> None:
         log.debug("NATS client error", error=repr(exc))

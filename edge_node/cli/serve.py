@@ -14,6 +14,8 @@ from aiohttp import web
 
 from ..agent import EdgeAgent, agent_for_server
 from ..errors import SeminoteEdgeError
+from ..outbox import Outbox
+from ..relay import Relay
 from ..settings import EdgeSettings
 from ..signaling import MANAGER_KEY, create_app
 
@@ -83,8 +85,17 @@ async def serve(app: web.Application, settings: EdgeSettings) -> None:
             loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.server.shutdown_grace_s)
     agent: EdgeAgent | None = None
+    outbox: Outbox | None = None  # result sync (issue 5)
+    relay: Relay | None = None
     await runner.setup()
     try:
+        # result sync (issue 5): sessions record results in the outbox; the relay ships them to NATS.
+        if settings.sync.enabled:
+            outbox = Outbox(settings.sync, settings.edge_id, registry=app[MANAGER_KEY].metrics.registry)
+            await outbox.start()
+            relay = Relay(settings.sync, outbox, settings.edge_id)
+            await relay.start()
+            app[MANAGER_KEY].results = outbox
         site = web.TCPSite(runner, settings.server.host, settings.server.port)
         await site.start()
         server = getattr(site, "_server", None)
@@ -103,4 +114,9 @@ async def serve(app: web.Application, settings: EdgeSettings) -> None:
         if agent is not None:
             await agent.aclose()
         await runner.cleanup()
+        if relay is not None:  # result sync (issue 5): sessions are closed, so flush the outbox last
+            await relay.drain(settings.server.shutdown_grace_s)
+            await relay.aclose()
+        if outbox is not None:
+            await outbox.aclose()
     log.info("edge stopped")

@@ -10,7 +10,7 @@ import pytest
 
 from edge_node.errors import OutboxError
 from edge_node.events import Event
-from edge_node.outbox import OUTBOX_DROPPED_RESULTS, OUTBOX_FILL_RATIO, Outbox
+from edge_node.outbox import Outbox
 from edge_node.settings import SyncSettings
 
 
@@ -62,14 +62,14 @@ async def test_rows_and_local_record_are_written_in_one_transaction(tmp_path: Pa
 
 
 async def test_a_full_outbox_refuses_new_batches_but_keeps_summaries_and_counts_the_loss(tmp_path: Path) -> None:
-    dropped_before = OUTBOX_DROPPED_RESULTS._value.get()
     s = settings(tmp_path, outbox_max_rows=3, outbox_summary_reserve_rows=1, batch_max_results=2)
     async with Outbox(s, "edge-a") as outbox:
         outbox.record_events("s1", "alice", [note(i) for i in range(10)])  # 5 rows wanted, 3 fit
         outbox.record_summary("s1", "alice", summary(10))
         await outbox.flush()
         assert outbox.rows == 4  # 3 batches + the summary in the reserve
-        assert OUTBOX_FILL_RATIO._value.get() >= 1.0
+        assert outbox.metrics.registry.get_sample_value("seminote_outbox_fill_ratio") == 4 / 3
+        assert outbox.metrics.registry.get_sample_value("seminote_outbox_full") == 1
         record = await outbox.session("s1")
         assert record is not None
         assert (record.results_recorded, record.results_dropped, record.has_summary) == (6, 4, True)
@@ -80,7 +80,7 @@ async def test_a_full_outbox_refuses_new_batches_but_keeps_summaries_and_counts_
         outbox.record_events("s1", "alice", [note(11), note(12)])
         await outbox.flush()
         assert outbox.rows == 3
-    assert OUTBOX_DROPPED_RESULTS._value.get() - dropped_before == 4
+        assert outbox.metrics.registry.get_sample_value("seminote_outbox_dropped_results_total") == 4
 
 
 async def test_message_ids_are_never_reused_after_deletes_or_a_reopen(tmp_path: Path) -> None:
@@ -124,3 +124,16 @@ async def test_misuse_is_a_clear_error(tmp_path: Path) -> None:
     await outbox.aclose()  # twice is fine
     with pytest.raises(OutboxError, match="closed"):
         await outbox.start()
+
+
+async def test_record_event_takes_what_a_session_sends_and_never_raises(tmp_path: Path) -> None:
+    outbox = Outbox(settings(tmp_path), "edge-a")
+    async with outbox:
+        for event in ({"type": "onset", "seq": 0, "t": 0.0, "strength": 1.0}, note(1),
+                      {"type": "error", "seq": 2, "t": 0.0, "code": "x", "message": "y"}, summary(3)):
+            outbox.record_event("s1", "alice", event)
+        await outbox.flush()
+        record = await outbox.session("s1")
+        assert record is not None and (record.results_recorded, record.has_summary) == (1, True)
+    outbox.record_event("s1", "alice", note(4))  # after close: counted, not raised
+    assert outbox.dropped_results == 1
