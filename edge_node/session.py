@@ -37,7 +37,6 @@ from .errors import OfferRejected
 from .events import Event, to_json
 from .metrics import EdgeMetrics
 from .outbox import Outbox
-from .outbox import Outbox
 from .pipeline import StreamingPipeline
 from .receiver import DEFAULT_FRAME_SAMPLES, AudioReceivePath, install
 from .settings import AnalysisSettings, Mode, ServerSettings
@@ -154,7 +153,6 @@ class PracticeSession:
         self._finished = False
         self._synced: tuple[int, ...] = (0, 0, 0, 0, 0)
         self._closed = asyncio.Event()
-        self.results: Outbox | None = None  # result sync (issue 5): set by the session manager
         self.results: Outbox | None = None  # result sync (issue 5): set by the session manager
         self.log = log.bind(session_id=self.id, user=claims.user)
 
@@ -290,8 +288,6 @@ class PracticeSession:
             event["t"] = round(event["t"] + self._t_offset_s, 6)
         self.metrics.events_sent.labels(event["type"]).inc()
         self._send_text(to_json(event))
-        if self.results is not None:  # result sync (issue 5): note/score/summary → outbox (memory only)
-            self.results.record_event(self.id, self.claims.user, event)
         if self.results is not None:  # result sync (issue 5): note/score/summary → outbox (memory only)
             self.results.record_event(self.id, self.claims.user, event)
 

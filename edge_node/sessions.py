@@ -34,7 +34,6 @@ from .errors import (
 )
 from .metrics import EdgeMetrics
 from .outbox import Outbox
-from .outbox import Outbox
 from .pipeline import StreamingPipeline
 from .session import PracticeSession, validate_offer
 from .settings import EdgeSettings
@@ -100,7 +99,6 @@ class SessionManager:
         self._state = "new"
         self._close_queue: asyncio.Queue[tuple[PracticeSession, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self.results: Outbox | None = None  # result sync (issue 5): every session records here
         self.results: Outbox | None = None  # result sync (issue 5): every session records here
 
     # ------------------------------------------------------------ lifecycle
@@ -181,7 +179,6 @@ class SessionManager:
             claims, token_digest(token), self.server, self.settings.analysis, self.metrics,
             self.request_close,
         )
-        session.results = self.results  # result sync (issue 5)
         session.results = self.results  # result sync (issue 5)
         try:
             answer = await session.answer(offer)
