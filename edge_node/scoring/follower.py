@@ -63,9 +63,13 @@ TIMING_COST_CAP = 6.0
 TIMING_SIGMA_ABS_S = 0.03  # timing noise: absolute part...
 TIMING_SIGMA_REL = 0.1  # ...plus this fraction of the expected gap since the last matched onset
 TIMING_SIGMA_REL_UNSURE = 0.5  # while the tempo ratio is still a guess
-TEMPO_ANCHORS = 8  # matched onsets the tempo line is fitted through (Theil-Sen)
+TEMPO_ANCHORS = 10  # matched onsets the tempo model is fitted through
 TEMPO_INTERCEPT_ANCHORS = 3  # the line goes through the most recent ones (drift follows quickly)
-TEMPO_MIN_ANCHORS = 3  # fewer than this: the tempo ratio is a guess
+TEMPO_MIN_ANCHORS = 3  # fewer than this: the tempo ratio is a guess, and no timing verdicts
+TEMPO_REFIT_ITERATIONS = 3
+TEMPO_CURVE_MIN_ANCHORS = 8  # from this many anchors on, the line is the tangent of a quadratic fit
+TEMPO_RECENCY_DECAY = 1.0  # weight of an anchor per newer anchor after it (1: none; the curve follows drift)
+TEMPO_HUBER_S = 0.02  # residuals beyond this (an early or late note) are down-weighted
 TEMPO_RATIO_MIN = 1 / 2.5  # performance seconds per written second: 2.5x faster ...
 TEMPO_RATIO_MAX = 2.5  # ... to 2.5x slower than written
 PAUSE_MIN_S = 1.0  # silence longer than this and than PAUSE_GAP_FACTOR written gaps is a pause
@@ -100,11 +104,19 @@ class Tempo:
         elif len(a) == 2 and not self.ratio_known and a[1][0] - a[0][0] > 0.1:
             slope = min(TEMPO_RATIO_MAX, max(TEMPO_RATIO_MIN, (a[1][1] - a[0][1]) / (a[1][0] - a[0][0])))
         intercept = _median([t - slope * s for s, t in a[-TEMPO_INTERCEPT_ANCHORS:]])
+        if len(a) >= TEMPO_MIN_ANCHORS and TEMPO_REFIT_ITERATIONS:
+            intercept, slope = _refit(a, intercept, slope)
         return intercept, slope
 
     @property
     def established(self) -> bool:
+        """The ratio is known: timing deviations are measured against the scaled written gap."""
         return len(self.anchors) >= TEMPO_MIN_ANCHORS or (bool(self.anchors) and self.ratio_known)
+
+    @property
+    def settled(self) -> bool:
+        """Enough onsets on the current line to judge one note early or late."""
+        return len(self.anchors) >= TEMPO_MIN_ANCHORS
 
     def add(self, s: float, t: float) -> Tempo:
         anchors = (*self.anchors, (s, t))[-TEMPO_ANCHORS:]
@@ -305,6 +317,7 @@ class ScoreFollower:
             exp_t: float | None = None
             timing_cost = 0.0
             gap_exp = 0.0
+            hesitation = False
             if line is not None:
                 exp_t = line[0] + line[1] * s_j
                 ref_gap = line[1] * (s_j - last_s) if last_s is not None else 0.0
@@ -316,7 +329,9 @@ class ScoreFollower:
                     sigma = TIMING_SIGMA_ABS_S + sigma_rel * abs(ref_gap)
                     z = (t_played - exp_t) / sigma
                     timing_cost = min(TIMING_COST_CAP, 0.5 * z * z)
-            if exp_t is None or (h.tempo.established and abs(t_played - exp_t) > REANCHOR_DEVIATION_S):
+            if exp_t is None or hesitation or (
+                h.tempo.established and abs(t_played - exp_t) > REANCHOR_DEVIATION_S
+            ):
                 tempo = h.tempo.reanchor(s_j, t_played)
             else:
                 tempo = h.tempo.add(s_j, t_played)
@@ -324,7 +339,7 @@ class ScoreFollower:
             skipped_t = tuple(None if line is None else line[0] + line[1] * piece.group_onset_s[k]
                               for k in skipped)
             out.append(_Hyp(j, tempo, h.cost + missed_cost + m.cost + timing_cost, t_played,
-                            Step("match", j, skipped, exp_t, skipped_t, h.tempo.established, gap_exp)))
+                            Step("match", j, skipped, exp_t, skipped_t, h.tempo.settled and not hesitation, gap_exp)))
         # restart at an earlier bar (or the piece's start)
         if h.pos >= 0:
             cur_bar = piece.group_bar[h.pos]
@@ -404,6 +419,72 @@ class ScoreFollower:
             out.append(Judgement("missed", t, ref.index, ref.pitch, None, exp_t, None, ref.bar,
                                  now_s, evidence, ref.velocity))
         return out
+
+
+def _refit(a: tuple[tuple[float, float], ...], intercept: float, slope: float) -> tuple[float, float]:
+    """Recency-weighted, outlier-downweighted least squares from a robust start (IRLS): follows
+    drift faster than an unweighted fit while an early or late note barely moves the line."""
+    n = len(a)
+    recency = [TEMPO_RECENCY_DECAY ** (n - 1 - i) for i in range(n)]
+    for _ in range(TEMPO_REFIT_ITERATIONS):
+        w = []
+        for (s, t), r in zip(a, recency, strict=True):
+            res = abs(t - (intercept + slope * s))
+            w.append(r * (1.0 if res <= TEMPO_HUBER_S else TEMPO_HUBER_S / res) ** 2)
+        sw = sum(w)
+        ms = sum(wi * s for wi, (s, _) in zip(w, a, strict=True)) / sw
+        mt = sum(wi * t for wi, (_, t) in zip(w, a, strict=True)) / sw
+        var = sum(wi * (s - ms) ** 2 for wi, (s, _) in zip(w, a, strict=True))
+        if var <= 1e-9:
+            break
+        cov = sum(wi * (s - ms) * (t - mt) for wi, (s, t) in zip(w, a, strict=True))
+        slope = min(TEMPO_RATIO_MAX, max(TEMPO_RATIO_MIN, cov / var))
+        intercept = mt - slope * ms
+    if n >= TEMPO_CURVE_MIN_ANCHORS:
+        tangent = _end_tangent(a, w)
+        if tangent is not None:
+            return tangent
+    return intercept, slope
+
+
+def _end_tangent(a: tuple[tuple[float, float], ...], w: list[float]) -> tuple[float, float] | None:
+    """The tangent at the newest anchor of a weighted quadratic fit: the tempo *now*, so a steady
+    accelerando or ritardando is extrapolated without the lag of a straight line."""
+    s0 = a[-1][0]
+    m = [[0.0] * 3 for _ in range(3)]
+    v = [0.0] * 3
+    for wi, (s, t) in zip(w, a, strict=True):
+        x = s - s0
+        basis = (1.0, x, x * x)
+        for i in range(3):
+            v[i] += wi * basis[i] * t
+            for j in range(3):
+                m[i][j] += wi * basis[i] * basis[j]
+    sol = _solve3(m, v)
+    if sol is None:
+        return None
+    c0, c1, _ = sol
+    if not TEMPO_RATIO_MIN <= c1 <= TEMPO_RATIO_MAX:
+        return None
+    return c0 - c1 * s0, c1
+
+
+def _solve3(m: list[list[float]], v: list[float]) -> tuple[float, float, float] | None:
+    """Solve a 3x3 linear system by Cramer's rule; None when (nearly) singular."""
+    def det(x: list[list[float]]) -> float:
+        return (x[0][0] * (x[1][1] * x[2][2] - x[1][2] * x[2][1])
+                - x[0][1] * (x[1][0] * x[2][2] - x[1][2] * x[2][0])
+                + x[0][2] * (x[1][0] * x[2][1] - x[1][1] * x[2][0]))
+    d = det(m)
+    if abs(d) < 1e-12:
+        return None
+    out = []
+    for k in range(3):
+        mk = [row[:] for row in m]
+        for i in range(3):
+            mk[i][k] = v[i]
+        out.append(det(mk) / d)
+    return out[0], out[1], out[2]
 
 
 def _median(xs: list[float]) -> float:

@@ -5,8 +5,9 @@
 (within ``DECISION_LAG_S`` + one chunk of the judged onset), and a ``summary`` at :meth:`finish`.
 
 Sources: light mode announces ``kernel`` notes, detailed mode ``model`` notes (possibly both while
-switching). Kernel notes come from a monophonic pitch tracker whose typical error is a (sub)harmonic,
-so their pitch is matched modulo :data:`~.verdicts.HARMONIC_INTERVALS`. Once a ``model`` note is seen, ``kernel`` notes are ignored until no model note has come
+switching). A kernel note's pitch is re-read from the ``pitch`` stream over its settled part; when
+that is too short to read, the kernel's own pitch is kept and matched modulo the tracker's typical
+(sub)harmonic errors (:data:`~.verdicts.HARMONIC_INTERVALS`). Once a ``model`` note is seen, ``kernel`` notes are ignored until no model note has come
 for ``MODEL_SILENCE_S``, so the same onset is not judged twice.
 """
 
@@ -97,10 +98,9 @@ class ScoreObserver:
             self._refining.pop(0)
             start = note.onset_s + REFINE_START_S
             frames = [p for t, p in self._pitch_frames if start <= t <= end]
-            if len(frames) >= REFINE_MIN_FRAMES:
+            if len(frames) >= REFINE_MIN_FRAMES:  # the settled pitch is sure: no harmonic leeway
                 pitch = Counter(frames).most_common(1)[0][0]
-                if pitch != note.pitch:
-                    note = PlayedNote(note.onset_s, pitch, note.velocity, note.note_id, note.harmonic_ambiguous)
+                note = PlayedNote(note.onset_s, pitch, note.velocity, note.note_id, False)
             self.follower.add(note)
 
     def finish(self, now_s: float) -> Iterable[Emitted]:
