@@ -74,7 +74,7 @@ def route_query_from_pb(r: router_pb2.RouteRequest) -> RouteQuery:
     return RouteQuery(
         user=r.user, lat=r.lat if r.has_location else None, lon=r.lon if r.has_location else None,
         region=r.region, rtts={x.edge_id: x.rtt_ms for x in r.rtts}, piece=r.piece, tempo_bpm=r.tempo_bpm,
-        prefer_detailed=r.prefer_detailed,
+        prefer_detailed=r.prefer_detailed, alternate_tickets=r.alternate_tickets,
     )
 
 
@@ -82,10 +82,10 @@ def route_result_to_pb(res: RouteResult) -> router_pb2.RouteResponse:
     out = router_pb2.RouteResponse(session_id=res.session_id, mode=MODE_TO_PB[res.mode], reason=res.reason,
                                    expires_at=res.expires_at)
     if res.edge is not None:
-        out.edge_id, out.whip_url, out.ticket = res.edge.edge_id, res.edge.whip_url, res.edge.ticket
+        out.edge_id, out.whip_url, out.ticket = res.edge.edge_id, res.edge.whip_url, res.edge.ticket or ""
         out.rtt_ms, out.region = res.edge.rtt_ms, res.edge.region
     for a in res.alternates:
-        out.alternates.add(edge_id=a.edge_id, whip_url=a.whip_url, ticket=a.ticket, rtt_ms=a.rtt_ms)
+        out.alternates.add(edge_id=a.edge_id, whip_url=a.whip_url, ticket=a.ticket or "", rtt_ms=a.rtt_ms)
     return out
 
 

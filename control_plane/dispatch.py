@@ -41,13 +41,14 @@ class RouteQuery:
     piece: str = ""
     tempo_bpm: float = 0.0
     prefer_detailed: bool = False
+    alternate_tickets: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RoutedEdge:
     edge_id: str
     whip_url: str
-    ticket: str
+    ticket: str | None  # None for an alternate when the request did not ask for alternate tickets
     rtt_ms: float
     region: str
 
@@ -144,15 +145,18 @@ class Dispatcher:
             return RouteResult(session_id, decision.mode, decision.reason, None, expires_at, ())
         mode = decision.mode.value
 
-        def routed(c: Candidate) -> RoutedEdge:
+        def routed(c: Candidate, with_ticket: bool) -> RoutedEdge:
             entry = self.registry.edges[c.edge_id]
-            claims = TicketClaims(session_id=session_id, user=q.user, edge_id=c.edge_id, exp=expires_at,
-                                  iat=now, piece=q.piece or None, mode=mode)
-            return RoutedEdge(c.edge_id, entry.whip_url, mint_ticket(self.private_key, claims), c.rtt_ms,
-                              entry.region)
+            ticket = None
+            if with_ticket:
+                claims = TicketClaims(session_id=session_id, user=q.user, edge_id=c.edge_id, exp=expires_at,
+                                      iat=now, piece=q.piece or None, mode=mode)
+                ticket = mint_ticket(self.private_key, claims)
+            return RoutedEdge(c.edge_id, entry.whip_url, ticket, c.rtt_ms, entry.region)
 
-        chosen = routed(decision.chosen)
-        alternates = tuple(routed(c) for c in decision.alternates)
+        # Signing is most of a route's cost, so alternates get tickets only when the client asks.
+        chosen = routed(decision.chosen, True)
+        alternates = tuple(routed(c, q.alternate_tickets) for c in decision.alternates)
         self.registry.note_routed(chosen.edge_id, session_id)
         self.store.session_changed(session_id, user=q.user, edge_id=chosen.edge_id, mode=mode, piece=q.piece,
                                    state="routed", routed_at=now, updated_at=now)

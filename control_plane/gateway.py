@@ -65,10 +65,14 @@ def query_from_json(body: Any) -> RouteQuery:
     prefer = body.get("prefer_detailed", False)
     if not isinstance(prefer, bool):
         raise InvalidRequest("prefer_detailed", "must be true or false")
+    alternate_tickets = body.get("alternate_tickets", False)
+    if not isinstance(alternate_tickets, bool):
+        raise InvalidRequest("alternate_tickets", "must be true or false")
     return RouteQuery(
         user=_string(body, "user"), lat=_number(body, "lat"), lon=_number(body, "lon"),
         region=_string(body, "region"), rtts=rtts, piece=_string(body, "piece"),
         tempo_bpm=_number(body, "tempo_bpm", 0.0) or 0.0, prefer_detailed=prefer,
+        alternate_tickets=alternate_tickets,
     )
 
 

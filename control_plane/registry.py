@@ -5,9 +5,10 @@ keeps what must survive a restart (edges with operator cordon/drain, sessions). 
 only while its stream is open, its last report is within ``ttl_s``, it is not cordoned or draining,
 and it has a free slot counting sessions routed to it but not yet seen connected (``pending``).
 
-Spatial lookup: edges are grouped by region and each region has a centroid; a route scans regions
+Spatial lookup: edges are grouped by region (:class:`RegionIndex`: numpy arrays of position, load,
+capacity and routability, updated in place on every report and route); a route scans regions
 nearest-centroid first and stops after ``regions_scanned`` regions that have routable edges, so a route
-costs O(edges in a few regions), not O(fleet).
+costs a few vectorised operations over a few regions, not a Python loop over the fleet.
 """
 
 from __future__ import annotations
@@ -22,10 +23,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import numpy as np
 import structlog
 
 from .errors import DuplicateEdge, InvalidRequest, UnknownEdge, WrongState
-from .router import EARTH_RADIUS_KM, Candidate, estimate_rtt_ms, routable
+from .router import (
+    BASE_RTT_MS,
+    EARTH_RADIUS_KM,
+    FIBRE_KM_PER_MS_RTT,
+    PATH_STRETCH,
+    Candidate,
+    CandidateSet,
+    routable,
+)
 from .settings import RegistrySettings
 from .store import Store
 
@@ -144,6 +154,7 @@ class EdgeEntry:
     pending: dict[str, float] = field(default_factory=dict)  # session_id -> monotonic expiry
     stream: EdgeStream | None = None
     vec: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    slot: int = -1  # index in its RegionIndex arrays
 
     @property
     def state(self) -> EdgeState:
@@ -166,6 +177,43 @@ class EdgeEntry:
     def routable(self) -> bool:
         return routable(self.state is EdgeState.SERVING, not self.stale, self.cordoned or not self.load.accepting,
                         self.in_use, self.capacity)
+
+
+class RegionIndex:
+    """One region's edges as arrays, so a route ranks them without a Python loop per edge."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.entries: list[EdgeEntry] = []
+        self.ids = np.empty(0, dtype=object)
+        self.xyz = np.zeros((0, 3))
+        self.capacity = np.zeros(0, dtype=np.int64)
+        self.in_use = np.zeros(0, dtype=np.int64)
+        self.ok = np.zeros(0, dtype=bool)  # SERVING and accepting (fresh, connected, uncordoned)
+        self.detailed = np.zeros(0, dtype=bool)
+        self.centroid = np.array([1.0, 0.0, 0.0])
+
+    def rebuild(self) -> None:
+        n = len(self.entries)
+        self.ids = np.empty(n, dtype=object)
+        self.ids[:] = [e.edge_id for e in self.entries]
+        self.xyz = np.array([e.vec for e in self.entries], dtype=float).reshape(n, 3)
+        self.capacity = np.array([e.capacity for e in self.entries], dtype=np.int64)
+        self.in_use = np.zeros(n, dtype=np.int64)
+        self.ok = np.zeros(n, dtype=bool)
+        self.detailed = np.array([e.detailed_mode and e.model_loaded for e in self.entries], dtype=bool)
+        for i, e in enumerate(self.entries):
+            e.slot = i
+            self.refresh(e)
+        total = self.xyz.sum(axis=0) if n else np.array([1.0, 0.0, 0.0])
+        self.centroid = total / (np.linalg.norm(total) or 1.0)
+
+    def refresh(self, e: EdgeEntry) -> None:
+        self.in_use[e.slot] = e.in_use
+        self.ok[e.slot] = e.state is EdgeState.SERVING and e.load.accepting
+
+    def routable_mask(self) -> np.ndarray:
+        return self.ok & (self.in_use < self.capacity)
 
 
 def validate_registration(reg: Registration) -> None:
@@ -213,8 +261,9 @@ class Registry:
         self.settings = settings
         self.store = store
         self.edges: dict[str, EdgeEntry] = {}
-        self._regions: dict[str, list[EdgeEntry]] = {}
-        self._centroids: dict[str, tuple[float, float, float]] = {}
+        self._regions: dict[str, RegionIndex] = {}
+        self._region_order: list[RegionIndex] = []
+        self._centroids = np.zeros((0, 3))
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
         self._seen: dict[str, float] = {}
@@ -262,32 +311,39 @@ class Registry:
         if old is not None:
             self._unindex(old)
         self.edges[entry.edge_id] = entry
-        self._regions.setdefault(entry.region, []).append(entry)
-        self._recentre(entry.region)
+        region = self._regions.get(entry.region)
+        if region is None:
+            region = self._regions[entry.region] = RegionIndex(entry.region)
+        region.entries.append(entry)
+        region.rebuild()
+        self._rebuild_centroids()
 
     def _unindex(self, entry: EdgeEntry) -> None:
         self.edges.pop(entry.edge_id, None)
-        members = self._regions.get(entry.region, [])
-        if entry in members:
-            members.remove(entry)
-        if not members:
-            self._regions.pop(entry.region, None)
-            self._centroids.pop(entry.region, None)
-        else:
-            self._recentre(entry.region)
+        region = self._regions.get(entry.region)
+        if region is not None and entry in region.entries:
+            region.entries.remove(entry)
+            if region.entries:
+                region.rebuild()
+            else:
+                del self._regions[entry.region]
+        self._rebuild_centroids()
 
-    def _recentre(self, region: str) -> None:
-        members = self._regions[region]
-        x = sum(e.vec[0] for e in members)
-        y = sum(e.vec[1] for e in members)
-        z = sum(e.vec[2] for e in members)
-        norm = math.sqrt(x * x + y * y + z * z) or 1.0
-        self._centroids[region] = (x / norm, y / norm, z / norm)
+    def _rebuild_centroids(self) -> None:
+        self._region_order = list(self._regions.values())
+        self._centroids = (np.array([r.centroid for r in self._region_order]) if self._region_order
+                           else np.zeros((0, 3)))
 
     def region_centroid(self, region: str) -> tuple[float, float, float] | None:
-        return self._centroids.get(region)
+        r = self._regions.get(region)
+        if r is None:
+            return None
+        x, y, z = r.centroid.tolist()
+        return (x, y, z)
 
-    def _changed(self) -> None:
+    def _changed(self, entry: EdgeEntry | None = None) -> None:
+        if entry is not None and entry.slot >= 0 and self.edges.get(entry.edge_id) is entry:
+            self._regions[entry.region].refresh(entry)
         for event in self.on_change:
             event.set()
 
@@ -343,7 +399,7 @@ class Registry:
         })
         log.info("edge registered", edge_id=entry.edge_id, region=entry.region, capacity=entry.capacity,
                  sessions=len(entry.sessions), replaced=old is not None and old.connected)
-        self._changed()
+        self._changed(entry)
         return entry
 
     def report(self, edge_id: str, stream: EdgeStream, load: LoadSnapshot,
@@ -383,7 +439,7 @@ class Registry:
             log.info("edge drained", edge_id=edge_id)
         if was_stale:
             log.info("edge fresh again", edge_id=edge_id)
-        self._changed()
+        self._changed(entry)
 
     def disconnect(self, edge_id: str, stream: EdgeStream) -> None:
         entry = self.edges.get(edge_id)
@@ -394,7 +450,7 @@ class Registry:
         entry.stream = None
         entry.disconnected_mono = time.monotonic()
         log.info("edge disconnected", edge_id=edge_id)
-        self._changed()
+        self._changed(entry)
 
     # ------------------------------------------------------------------ operator side
 
@@ -405,7 +461,7 @@ class Registry:
         return entry
 
     def list_edges(self, region: str = "") -> list[EdgeEntry]:
-        entries = self._regions.get(region, []) if region else self.edges.values()
+        entries = (self._regions[region].entries if region in self._regions else []) if region else self.edges.values()
         return sorted(entries, key=lambda e: (e.region, e.edge_id))
 
     async def cordon(self, edge_id: str, command: object | None) -> EdgeEntry:
@@ -415,7 +471,7 @@ class Registry:
         if entry.stream is not None and command is not None:
             entry.stream.send(command)
         log.info("edge cordoned", edge_id=edge_id)
-        self._changed()
+        self._changed(entry)
         return entry
 
     async def uncordon(self, edge_id: str, command: object | None) -> EdgeEntry:
@@ -429,7 +485,7 @@ class Registry:
         if entry.stream is not None and command is not None:
             entry.stream.send(command)
         log.info("edge uncordoned", edge_id=edge_id)
-        self._changed()
+        self._changed(entry)
         return entry
 
     async def drain(self, edge_id: str, deadline: float, command: object | None) -> EdgeEntry:
@@ -445,79 +501,89 @@ class Registry:
         if entry.stream is not None and command is not None:
             entry.stream.send(command)
         log.info("edge draining", edge_id=edge_id, deadline=deadline, sessions=len(entry.sessions))
-        self._changed()
+        self._changed(entry)
         return entry
 
     # ------------------------------------------------------------------ router side
 
     def candidates(self, vec: tuple[float, float, float], rtts: Mapping[str, float],
-                   regions_scanned: int) -> list[Candidate]:
+                   regions_scanned: int) -> CandidateSet:
         """Routable edges near ``vec`` (client unit vector) with their RTT (measured when given)."""
-        cx, cy, cz = vec
-        order = sorted(
-            self._centroids.items(),
-            key=lambda kv: (kv[1][0] - cx) ** 2 + (kv[1][1] - cy) ** 2 + (kv[1][2] - cz) ** 2,
-        )
-        out: list[Candidate] = []
-        seen_regions = 0
-        for region, _ in order:
-            found = False
-            for e in self._regions[region]:
-                if not e.routable:
-                    continue
-                found = True
-                rtt = rtts.get(e.edge_id)
-                if rtt is None:
-                    ex, ey, ez = e.vec
-                    chord = math.sqrt((ex - cx) ** 2 + (ey - cy) ** 2 + (ez - cz) ** 2)
-                    rtt = estimate_rtt_ms(chord_to_km(chord))
-                out.append(Candidate(e.edge_id, rtt, e.in_use, e.capacity, e.detailed_mode and e.model_loaded))
-            if found:
-                seen_regions += 1
-                if seen_regions >= regions_scanned:
-                    break
-        if rtts:  # measured edges count wherever they are
-            have = {c.edge_id for c in out}
-            for edge_id, rtt in rtts.items():
+        if not self._region_order:
+            return CandidateSet.of(())
+        c = np.asarray(vec)
+        order = np.argsort(((self._centroids - c) ** 2).sum(axis=1)).tolist()
+        parts: list[CandidateSet] = []
+        for ri in order:
+            region = self._region_order[ri]
+            idx = np.flatnonzero(region.routable_mask())
+            if idx.size == 0:
+                continue
+            diff = region.xyz[idx] - c
+            chord = np.sqrt((diff * diff).sum(axis=1))
+            rtt = BASE_RTT_MS + (2 * EARTH_RADIUS_KM * PATH_STRETCH / FIBRE_KM_PER_MS_RTT) * np.arcsin(
+                np.minimum(1.0, chord / 2))
+            parts.append(CandidateSet(region.ids[idx], rtt, region.in_use[idx], region.capacity[idx],
+                                      region.detailed[idx]))
+            if len(parts) >= regions_scanned:
+                break
+        cs = CandidateSet.concat(parts)
+        if not rtts:
+            return cs
+        # Measured RTTs replace estimates, and measured edges count wherever they are.
+        position = {edge_id: i for i, edge_id in enumerate(cs.edge_ids.tolist())}
+        extra: list[Candidate] = []
+        for edge_id, measured in rtts.items():
+            if edge_id in position:
+                cs.rtt_ms[position[edge_id]] = measured
+            else:
                 m = self.edges.get(edge_id)
-                if m is not None and edge_id not in have and m.routable:
-                    out.append(Candidate(m.edge_id, rtt, m.in_use, m.capacity, m.detailed_mode and m.model_loaded))
-        return out
+                if m is not None and m.routable:
+                    extra.append(Candidate(m.edge_id, measured, m.in_use, m.capacity, m.detailed_mode and m.model_loaded))
+        return CandidateSet.concat([cs, CandidateSet.of(extra)]) if extra else cs
 
     def note_routed(self, edge_id: str, session_id: str) -> None:
         """Counts a just-routed session against the edge until it connects or ``pending_ttl_s`` passes."""
         entry = self.edges.get(edge_id)
         if entry is not None:
             entry.pending[session_id] = time.monotonic() + self.settings.pending_ttl_s
+            if entry.slot >= 0:
+                self._regions[entry.region].in_use[entry.slot] += 1
 
     # ------------------------------------------------------------------ housekeeping
 
     async def sweep(self) -> None:
         """Marks silent edges stale, expires pending routes and long-gone edges, ends overdue drains."""
         mono, now = time.monotonic(), time.time()
-        changed = False
+        changed: list[EdgeEntry] = []
+        removed = False
         for entry in list(self.edges.values()):
+            dirty = False
             if entry.connected and not entry.stale and mono - entry.last_report_mono > self.settings.ttl_s:
                 entry.stale = True
-                changed = True
+                dirty = True
                 log.warning("edge stale", edge_id=entry.edge_id, silent_s=round(mono - entry.last_report_mono, 1))
             if entry.pending:
                 expired = [sid for sid, until in entry.pending.items() if until <= mono]
                 for sid in expired:
                     del entry.pending[sid]
                     self.store.session_changed(sid, state="expired")
-                changed = changed or bool(expired)
+                dirty = dirty or bool(expired)
             if entry.drain_deadline and not entry.drained and now >= entry.drain_deadline and not entry.sessions:
                 entry.drained = True
-                changed = True
+                dirty = True
             if not entry.connected and mono - entry.disconnected_mono > self.settings.remove_after_s:
                 self._unindex(entry)
                 await self.store.delete_edge(entry.edge_id)
                 log.info("edge removed", edge_id=entry.edge_id)
-                changed = True
+                removed = True
+            elif dirty:
+                changed.append(entry)
         seen, self._seen = self._seen, {}
         await self.store.touch_edges(seen)
-        if changed:
+        for entry in changed:
+            self._changed(entry)
+        if removed and not changed:
             self._changed()
 
     async def _sweep_loop(self) -> None:

@@ -20,8 +20,11 @@ from __future__ import annotations
 import enum
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
 
 from .errors import NoCapacity
 
@@ -57,9 +60,8 @@ class Policy:
     max_alternates: int = 2
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A routable edge as the policy sees it for one request."""
+class Candidate(NamedTuple):
+    """A routable edge as the policy sees it for one request (a tuple: routes build many of these)."""
 
     edge_id: str
     rtt_ms: float
@@ -128,30 +130,76 @@ def estimate_rtt_ms(distance_km: float) -> float:
     return BASE_RTT_MS + distance_km * PATH_STRETCH / FIBRE_KM_PER_MS_RTT
 
 
-def choose(candidates: Sequence[Candidate], policy: Policy, rng: random.Random) -> tuple[Candidate, tuple[Candidate, ...]]:
-    """Nearest tier first, then power of two choices on utilisation; returns (chosen, alternates).
+@dataclass(frozen=True, slots=True)
+class CandidateSet:
+    """Many candidates as columns (numpy arrays), so a route ranks a whole region without a Python loop."""
 
-    Alternates are the rest of the tier by utilisation, then farther edges by RTT.
+    edge_ids: np.ndarray        # object array of str
+    rtt_ms: np.ndarray          # float
+    in_use: np.ndarray          # int
+    capacity: np.ndarray        # int
+    detailed_ready: np.ndarray  # bool
+
+    @classmethod
+    def of(cls, candidates: Iterable[Candidate]) -> CandidateSet:
+        cs = list(candidates)
+        ids = np.empty(len(cs), dtype=object)
+        ids[:] = [c.edge_id for c in cs]
+        return cls(ids, np.array([c.rtt_ms for c in cs], dtype=float), np.array([c.in_use for c in cs], dtype=np.int64),
+                   np.array([c.capacity for c in cs], dtype=np.int64),
+                   np.array([c.detailed_ready for c in cs], dtype=bool))
+
+    @classmethod
+    def concat(cls, parts: Sequence[CandidateSet]) -> CandidateSet:
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls.of(())
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("edge_ids", "rtt_ms", "in_use", "capacity", "detailed_ready")))
+
+    def __len__(self) -> int:
+        return len(self.rtt_ms)
+
+    def __getitem__(self, i: int) -> Candidate:
+        return Candidate(str(self.edge_ids[i]), float(self.rtt_ms[i]), int(self.in_use[i]), int(self.capacity[i]),
+                         bool(self.detailed_ready[i]))
+
+    def utilisation(self) -> np.ndarray:
+        return self.in_use / np.maximum(self.capacity, 1)
+
+
+def choose(cs: CandidateSet, idx: np.ndarray, policy: Policy, rng: random.Random) -> tuple[Candidate, tuple[Candidate, ...]]:
+    """Among candidates ``idx`` of ``cs``: nearest tier first, then power of two choices on utilisation.
+
+    Returns (chosen, alternates); alternates are the rest of the tier by utilisation, then farther
+    edges by RTT.
     """
-    if not candidates:
+    if idx.size == 0:
         raise ValueError("choose() needs at least one candidate")
-    best_rtt = min(c.rtt_ms for c in candidates)
-    limit = best_rtt + policy.tier_slack_ms
-    tier = [c for c in candidates if c.rtt_ms <= limit]
-    if len(tier) == 1:
-        chosen = tier[0]
+    rtt = cs.rtt_ms[idx]
+    limit = float(rtt.min()) + policy.tier_slack_ms
+    in_tier = rtt <= limit
+    tier = idx[in_tier]
+    util = cs.utilisation()
+    if tier.size == 1:
+        chosen = int(tier[0])
     else:
-        a, b = rng.sample(tier, 2)
-        chosen = a if (a.utilisation, a.rtt_ms) <= (b.utilisation, b.rtt_ms) else b
-    if policy.max_alternates <= 0:
-        return chosen, ()
-    rest_tier = sorted((c for c in tier if c is not chosen), key=lambda c: (c.utilisation, c.rtt_ms))
-    farther = sorted((c for c in candidates if c.rtt_ms > limit), key=lambda c: (c.rtt_ms, c.utilisation))
-    return chosen, tuple((rest_tier + farther)[: policy.max_alternates])
+        a, b = (int(tier[j]) for j in rng.sample(range(tier.size), 2))
+        chosen = a if (util[a], cs.rtt_ms[a]) <= (util[b], cs.rtt_ms[b]) else b
+    k = policy.max_alternates
+    if k <= 0:
+        return cs[chosen], ()
+    rest = tier[tier != chosen]
+    picked = rest[np.lexsort((cs.rtt_ms[rest], util[rest]))[:k]].tolist()
+    if len(picked) < k:
+        farther = idx[~in_tier]
+        picked += farther[np.lexsort((util[farther], cs.rtt_ms[farther]))[: k - len(picked)]].tolist()
+    return cs[chosen], tuple(cs[i] for i in picked)
 
 
 def decide(
-    candidates: Sequence[Candidate],
+    candidates: CandidateSet | Sequence[Candidate],
     tempo_bpm: float,
     prefer_detailed: bool,
     policy: Policy,
@@ -161,29 +209,31 @@ def decide(
 
     Raises :class:`NoCapacity` when nothing fits (never for fast tempos: those fall back on device).
     """
+    cs = candidates if isinstance(candidates, CandidateSet) else CandidateSet.of(candidates)
     p = plan(tempo_bpm, prefer_detailed, policy)
+    within = cs.rtt_ms <= p.budget_ms
     if p.mode is Mode.DETAILED:
-        fits = [c for c in candidates if c.detailed_ready and c.rtt_ms <= p.budget_ms]
-        if fits:
-            chosen, alternates = choose(fits, policy, rng)
+        fits = np.flatnonzero(within & cs.detailed_ready)
+        if fits.size:
+            chosen, alternates = choose(cs, fits, policy, rng)
             return Decision(Mode.DETAILED, chosen, alternates,
                             f"{p.tempo} tempo: detailed mode on a model-ready edge within {p.budget_ms:g} ms")
     else:
-        fits = [c for c in candidates if c.rtt_ms <= p.budget_ms]
-        if fits:
-            chosen, alternates = choose(fits, policy, rng)
+        fits = np.flatnonzero(within)
+        if fits.size:
+            chosen, alternates = choose(cs, fits, policy, rng)
             return Decision(Mode.LIGHT, chosen, alternates,
                             f"{p.tempo} tempo: light mode on an edge within {p.budget_ms:g} ms")
     if p.fallback_mode is Mode.ON_DEVICE:
         return Decision(Mode.ON_DEVICE, None, (),
                         f"{p.tempo} tempo: no edge within {p.budget_ms:g} ms, analyse on device")
     if p.fallback_mode is Mode.LIGHT:
-        fits = [c for c in candidates if c.rtt_ms <= p.fallback_budget_ms]
-        if fits:
-            chosen, alternates = choose(fits, policy, rng)
+        fits = np.flatnonzero(cs.rtt_ms <= p.fallback_budget_ms)
+        if fits.size:
+            chosen, alternates = choose(cs, fits, policy, rng)
             return Decision(Mode.LIGHT, chosen, alternates,
                             f"{p.tempo} tempo: no model-ready edge fits, light mode within "
                             f"{p.fallback_budget_ms:g} ms")
-    if not candidates:
+    if not len(cs):
         raise NoCapacity("no routable edge with free capacity")
     raise NoCapacity(f"no routable edge within the {p.tempo} tempo latency budget ({p.budget_ms:g} ms)")

@@ -167,6 +167,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
         self.shutting_down = False
+        self._guarded: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
@@ -188,7 +189,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             return _refusing(handler, PermissionDenied.code, f"a {role} credential cannot call {service}")
         if self.shutting_down:
             return _refusing(handler, ShuttingDown.code, "control plane is shutting down")
-        return _guarded(handler, method)
+        guarded = self._guarded.get(method)
+        if guarded is None:  # wrapped once per method: this path runs for every call
+            guarded = self._guarded[method] = _guarded(handler, method)
+        return guarded
 
 
 # ---------------------------------------------------------------------------------- services

@@ -28,6 +28,7 @@ T = TypeVar("T")
 FLUSH_INTERVAL_S = 0.5
 SESSION_STATES = ("routed", "active", "ended", "expired")
 LIST_LIMIT_DEFAULT = 1000
+ROUTE_COLUMNS = ("at", "user", "session_id", "edge_id", "mode", "tempo_bpm", "rtt_ms", "reason", "alternates")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,17 +207,23 @@ class Store:
 
     def _flush(self, sessions: list[dict[str, Any]], routes: list[dict[str, Any]]) -> None:
         db = self._require_db()
+        groups: dict[tuple[str, ...], list[list[Any]]] = {}
+        for row in sessions:
+            cols = tuple(c for c in row if c != "session_id")
+            groups.setdefault(cols, []).append([row["session_id"], *(row[c] for c in cols)])
         with db.conn:
-            for row in sessions:
-                cols = [c for c in row if c != "session_id"]
-                # Upsert that keeps columns this change does not mention.
-                db.execute(
+            for cols, rows in groups.items():
+                # Upsert that keeps the columns this change does not mention; one statement per shape.
+                db.conn.executemany(
                     f"INSERT INTO sessions (session_id, {', '.join(cols)}) VALUES (?{', ?' * len(cols)}) "
                     f"ON CONFLICT(session_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
-                    [row["session_id"], *(row[c] for c in cols)],
+                    rows,
                 )
             if routes:
-                db["routes"].insert_all(routes)  # type: ignore[union-attr]
+                db.conn.executemany(
+                    f"INSERT INTO routes ({', '.join(ROUTE_COLUMNS)}) VALUES ({', '.join('?' * len(ROUTE_COLUMNS))})",
+                    [[r.get(c) for c in ROUTE_COLUMNS] for r in routes],
+                )
 
     async def _flush_loop(self) -> None:
         while True:

@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tempo", type=float, default=0.0, help="expected tempo in BPM (0: unknown)")
     p.add_argument("--piece", default="")
     p.add_argument("--prefer-detailed", action="store_true")
+    p.add_argument("--alternate-tickets", action="store_true", help="sign a ticket for each alternate too")
     p.add_argument("--rtt", action="append", default=[], metavar="EDGE=MS", help="a measured RTT (repeatable)")
     p.set_defaults(func=cmd_route)
 
@@ -25,7 +26,8 @@ def cmd_route(args: argparse.Namespace, ctx: Context) -> int:
     if (args.lat is None) != (args.lon is None):
         raise CtlError("--lat and --lon go together", EXIT_USAGE)
     request = router_pb2.RouteRequest(user=args.user, region=args.region, tempo_bpm=args.tempo, piece=args.piece,
-                                      prefer_detailed=args.prefer_detailed)
+                                      prefer_detailed=args.prefer_detailed,
+                                      alternate_tickets=args.alternate_tickets)
     if args.lat is not None:
         request.has_location, request.lat, request.lon = True, args.lat, args.lon
     for item in args.rtt:

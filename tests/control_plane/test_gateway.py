@@ -20,7 +20,8 @@ async def test_route_gateway_returns_edge_ticket_mode_and_alternates(control: Co
     async with make_agent(control.port or 0, identity("edge-1")) as a1, \
             make_agent(control.port or 0, identity("edge-2", lat=48.9)) as a2, httpx.AsyncClient() as http:
         await asyncio.wait_for(asyncio.gather(a1.registered.wait(), a2.registered.wait()), 5)
-        r = await http.post(url, json={"user": "amy", "lat": 48.8, "lon": 2.3, "tempo_bpm": 50, "piece": "p1"},
+        r = await http.post(url, json={"user": "amy", "lat": 48.8, "lon": 2.3, "tempo_bpm": 50, "piece": "p1",
+                                  "alternate_tickets": True},
                             headers={"Authorization": f"Bearer {CLIENT}", "Origin": ORIGIN})
         assert r.status_code == 200, r.text
         body = r.json()
@@ -31,6 +32,13 @@ async def test_route_gateway_returns_edge_ticket_mode_and_alternates(control: Co
         claims = verify_ticket(body["ticket"], [load_public_key(control.public_key_pem)], body["edge_id"], time.time())
         assert claims.user == "amy" and claims.mode == "detailed" and claims.exp == body["expires_at"]
         assert [a["edge_id"] for a in body["alternates"]] == [{"edge-1": "edge-2", "edge-2": "edge-1"}[body["edge_id"]]]
+        alternate = body["alternates"][0]
+        alt_claims = verify_ticket(alternate["ticket"], [load_public_key(control.public_key_pem)],
+                                   alternate["edge_id"], time.time())
+        assert alt_claims.session_id == claims.session_id
+        # Alternates carry tickets only on request (signing is most of a route's cost).
+        r = await http.post(url, json={"user": "amy", "lat": 48.8, "lon": 2.3}, headers={"X-Api-Key": CLIENT})
+        assert r.status_code == 200 and r.json()["alternates"][0]["ticket"] is None
 
         # X-Api-Key works too; fast tempo with no edge near enough goes on device.
         r = await http.post(url, json={"user": "amy", "lat": 10.0, "lon": 10.0, "tempo_bpm": 160},

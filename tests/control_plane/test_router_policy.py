@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from control_plane.errors import NoCapacity
 from control_plane.router import (
     Candidate,
+    CandidateSet,
     Mode,
     Policy,
     TempoClass,
@@ -93,10 +95,11 @@ def test_nothing_within_budget_is_resource_exhausted() -> None:
 
 def test_nearest_tier_wins_over_load_and_alternates_follow() -> None:
     rng = random.Random(5)
-    cands = [cand("near-busy", 5.0, in_use=9), cand("near-idle", 8.0, in_use=0), cand("far-idle", 60.0)]
-    counts = Counter()
+    cands = CandidateSet.of([cand("near-busy", 5.0, in_use=9), cand("near-idle", 8.0, in_use=0),
+                             cand("far-idle", 60.0)])
+    counts: Counter[str] = Counter()
     for _ in range(200):
-        chosen, alternates = choose(cands, POLICY, rng)
+        chosen, alternates = choose(cands, np.arange(3), POLICY, rng)
         counts[chosen.edge_id] += 1
         assert chosen.edge_id != "far-idle"
         assert len(alternates) == 2 and alternates[-1].edge_id == "far-idle"
@@ -108,8 +111,9 @@ def test_power_of_two_choices_with_pending_counts_keeps_a_burst_balanced() -> No
     rng = random.Random(6)
     in_use = {f"e{i}": 0 for i in range(40)}
     for _ in range(2000):
-        cands = [cand(e, 5.0 + i * 0.1, in_use=n, capacity=1000) for i, (e, n) in enumerate(in_use.items())]
-        chosen, _ = choose(cands, POLICY, rng)
+        cands = CandidateSet.of(cand(e, 5.0 + i * 0.1, in_use=n, capacity=1000)
+                                for i, (e, n) in enumerate(in_use.items()))
+        chosen, _ = choose(cands, np.arange(len(cands)), POLICY, rng)
         in_use[chosen.edge_id] += 1  # counted as pending at once
     mean = 2000 / 40
     assert max(in_use.values()) < 1.5 * mean, in_use

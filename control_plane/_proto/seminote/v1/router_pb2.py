@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from control_plane._proto.seminote.v1 import edge_pb2 as seminote_dot_v1_dot_edge__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18seminote/v1/router.proto\x12\x0bseminote.v1\x1a\x16seminote/v1/edge.proto\"*\n\x07\x45\x64geRtt\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x02 \x01(\x01\"\xbb\x01\n\x0cRouteRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x14\n\x0chas_location\x18\x02 \x01(\x08\x12\x0b\n\x03lat\x18\x03 \x01(\x01\x12\x0b\n\x03lon\x18\x04 \x01(\x01\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\"\n\x04rtts\x18\x06 \x03(\x0b\x32\x14.seminote.v1.EdgeRtt\x12\r\n\x05piece\x18\x07 \x01(\t\x12\x11\n\ttempo_bpm\x18\x08 \x01(\x01\x12\x17\n\x0fprefer_detailed\x18\t \x01(\x08\"N\n\tAlternate\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x10\n\x08whip_url\x18\x02 \x01(\t\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x04 \x01(\x01\"\xe7\x01\n\rRouteResponse\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x10\n\x08whip_url\x18\x02 \x01(\t\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12\x1f\n\x04mode\x18\x04 \x01(\x0e\x32\x11.seminote.v1.Mode\x12\x12\n\nexpires_at\x18\x05 \x01(\x01\x12*\n\nalternates\x18\x06 \x03(\x0b\x32\x16.seminote.v1.Alternate\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0e\n\x06rtt_ms\x18\t \x01(\x01\x12\x0e\n\x06region\x18\n \x01(\t2H\n\x06Router\x12>\n\x05Route\x12\x19.seminote.v1.RouteRequest\x1a\x1a.seminote.v1.RouteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18seminote/v1/router.proto\x12\x0bseminote.v1\x1a\x16seminote/v1/edge.proto\"*\n\x07\x45\x64geRtt\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x02 \x01(\x01\"\xd6\x01\n\x0cRouteRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x14\n\x0chas_location\x18\x02 \x01(\x08\x12\x0b\n\x03lat\x18\x03 \x01(\x01\x12\x0b\n\x03lon\x18\x04 \x01(\x01\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\"\n\x04rtts\x18\x06 \x03(\x0b\x32\x14.seminote.v1.EdgeRtt\x12\r\n\x05piece\x18\x07 \x01(\t\x12\x11\n\ttempo_bpm\x18\x08 \x01(\x01\x12\x17\n\x0fprefer_detailed\x18\t \x01(\x08\x12\x19\n\x11\x61lternate_tickets\x18\n \x01(\x08\"N\n\tAlternate\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x10\n\x08whip_url\x18\x02 \x01(\t\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x04 \x01(\x01\"\xe7\x01\n\rRouteResponse\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x10\n\x08whip_url\x18\x02 \x01(\t\x12\x0e\n\x06ticket\x18\x03 \x01(\t\x12\x1f\n\x04mode\x18\x04 \x01(\x0e\x32\x11.seminote.v1.Mode\x12\x12\n\nexpires_at\x18\x05 \x01(\x01\x12*\n\nalternates\x18\x06 \x03(\x0b\x32\x16.seminote.v1.Alternate\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0e\n\x06rtt_ms\x18\t \x01(\x01\x12\x0e\n\x06region\x18\n \x01(\t2H\n\x06Router\x12>\n\x05Route\x12\x19.seminote.v1.RouteRequest\x1a\x1a.seminote.v1.RouteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EDGERTT']._serialized_start=65
   _globals['_EDGERTT']._serialized_end=107
   _globals['_ROUTEREQUEST']._serialized_start=110
-  _globals['_ROUTEREQUEST']._serialized_end=297
-  _globals['_ALTERNATE']._serialized_start=299
-  _globals['_ALTERNATE']._serialized_end=377
-  _globals['_ROUTERESPONSE']._serialized_start=380
-  _globals['_ROUTERESPONSE']._serialized_end=611
-  _globals['_ROUTER']._serialized_start=613
-  _globals['_ROUTER']._serialized_end=685
+  _globals['_ROUTEREQUEST']._serialized_end=324
+  _globals['_ALTERNATE']._serialized_start=326
+  _globals['_ALTERNATE']._serialized_end=404
+  _globals['_ROUTERESPONSE']._serialized_start=407
+  _globals['_ROUTERESPONSE']._serialized_end=638
+  _globals['_ROUTER']._serialized_start=640
+  _globals['_ROUTER']._serialized_end=712
 # @@protoc_insertion_point(module_scope)

@@ -16,7 +16,7 @@ class EdgeRtt(_message.Message):
     def __init__(self, edge_id: _Optional[str] = ..., rtt_ms: _Optional[float] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("user", "has_location", "lat", "lon", "region", "rtts", "piece", "tempo_bpm", "prefer_detailed")
+    __slots__ = ("user", "has_location", "lat", "lon", "region", "rtts", "piece", "tempo_bpm", "prefer_detailed", "alternate_tickets")
     USER_FIELD_NUMBER: _ClassVar[int]
     HAS_LOCATION_FIELD_NUMBER: _ClassVar[int]
     LAT_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class RouteRequest(_message.Message):
     PIECE_FIELD_NUMBER: _ClassVar[int]
     TEMPO_BPM_FIELD_NUMBER: _ClassVar[int]
     PREFER_DETAILED_FIELD_NUMBER: _ClassVar[int]
+    ALTERNATE_TICKETS_FIELD_NUMBER: _ClassVar[int]
     user: str
     has_location: bool
     lat: float
@@ -35,7 +36,8 @@ class RouteRequest(_message.Message):
     piece: str
     tempo_bpm: float
     prefer_detailed: bool
-    def __init__(self, user: _Optional[str] = ..., has_location: _Optional[bool] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., region: _Optional[str] = ..., rtts: _Optional[_Iterable[_Union[EdgeRtt, _Mapping]]] = ..., piece: _Optional[str] = ..., tempo_bpm: _Optional[float] = ..., prefer_detailed: _Optional[bool] = ...) -> None: ...
+    alternate_tickets: bool
+    def __init__(self, user: _Optional[str] = ..., has_location: _Optional[bool] = ..., lat: _Optional[float] = ..., lon: _Optional[float] = ..., region: _Optional[str] = ..., rtts: _Optional[_Iterable[_Union[EdgeRtt, _Mapping]]] = ..., piece: _Optional[str] = ..., tempo_bpm: _Optional[float] = ..., prefer_detailed: _Optional[bool] = ..., alternate_tickets: _Optional[bool] = ...) -> None: ...
 
 class Alternate(_message.Message):
     __slots__ = ("edge_id", "whip_url", "ticket", "rtt_ms")
