@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
+import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 PRODUCER = Path(__file__).with_name("edge_producer.py")
 DEPLOY_NATS = Path(__file__).resolve().parents[2] / "deploy" / "nats"
 _LOOPBACK = re.compile(r"127\.0\.0\.1:(\d+)")
-START_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 20.0
 
 
 def free_port() -> int:
@@ -298,9 +299,16 @@ async def stream_leader(nats_urls: list[str], stream: str = "SEMINOTE_RESULTS") 
     """The server name of the stream's current leader in a cluster, and the stream's replicas."""
     nc = await nats.connect(servers=nats_urls, connect_timeout=2)
     try:
-        info = await nc.jetstream().stream_info(stream)
-        assert info.cluster is not None and info.cluster.leader, "stream has no leader"
-        return str(info.cluster.leader), int(info.config.num_replicas or 0)
+        js = nc.jetstream()
+        for _ in range(int(START_TIMEOUT_S / 0.1)):  # the ingest may still be creating the stream
+            try:
+                info = await js.stream_info(stream)
+                if info.cluster is not None and info.cluster.leader:
+                    return str(info.cluster.leader), int(info.config.num_replicas or 0)
+            except nats.errors.Error:
+                pass
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"stream {stream} has no leader after {START_TIMEOUT_S}s")
     finally:
         await nc.close()
 

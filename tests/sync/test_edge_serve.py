@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 import wave
 from pathlib import Path
@@ -89,8 +88,10 @@ async def test_served_edge_syncs_a_live_sessions_notes_to_the_progress_store(
     url = await edge_url(edge)
 
     exe = [sys.executable, "-m", "edge_node"]
-    ticket = subprocess.run([*exe, "ticket", "--ttl", "60", "--user", "tone-user"], env=env,
-                            capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    minting = await asyncio.create_subprocess_exec(
+        *exe, "ticket", "--ttl", "60", "--user", "tone-user", env=env, stdout=asyncio.subprocess.PIPE)
+    ticket = (await asyncio.wait_for(minting.communicate(), CLIENT_TIMEOUT_S))[0].decode().strip()
+    assert minting.returncode == 0 and ticket.startswith("snt1.")
     client = await asyncio.create_subprocess_exec(
         *exe, "client", str(wav), "--whip", url + "v1/whip", "--ticket", ticket, "--tail", "0.2",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
