@@ -1,7 +1,8 @@
 // Seminote practice page: microphone -> WHIP offer to this edge -> live feedback over the data channel.
 //
-// Ticket: from the URL (?ticket=...&whip=...) when a control plane handed one out, otherwise from the
-// edge's local POST /v1/dev/ticket (a standalone edge with server.dev_tickets on).
+// Ticket: from the URL (?ticket=...&whip=...) when a control plane handed one out, from the control
+// plane's route gateway (?route=<gateway>/v1/route&key=<client key>, as scripts/run-local.sh prints),
+// otherwise from the edge's local POST /v1/dev/ticket (a standalone edge with server.dev_tickets on).
 // ?autostart=1 starts at once (tests). window.seminote exposes the session state and every event
 // with its receive time (performance.now()), for people debugging and for the end-to-end test.
 "use strict";
@@ -43,10 +44,29 @@ function message(text) {
   while (list.children.length > MAX_MESSAGES) list.lastChild.remove();
 }
 
+// --- control plane (issue 4): a ticket from the route gateway, ?route=<gateway>/v1/route&key=<client key>
+async function routeTicket(route) {
+  const r = await fetch(route, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "Authorization": `Bearer ${params.get("key") || ""}` },
+    body: JSON.stringify({
+      user: params.get("user") || "browser", region: params.get("region") || "local",
+      tempo_bpm: Number(params.get("tempo") || 0), prefer_detailed: $("mode").value === "detailed",
+    }),
+  });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(`no route: ${(body.error && body.error.message) || r.status}`);
+  if (!body.ticket) throw new Error(`the control plane chose ${body.mode} mode: no edge needed`);
+  message(`routed to ${body.edge_id} (${body.mode}): ${body.reason}`);
+  return { ticket: body.ticket, whip_url: body.whip_url };
+}
+// --- end control plane
+
 async function fetchTicket() {
   if (params.get("ticket")) {
     return { ticket: params.get("ticket"), whip_url: params.get("whip") || "/v1/whip" };
   }
+  if (params.get("route")) return routeTicket(params.get("route"));
   const r = await fetch("/v1/dev/ticket", {
     method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ user: "browser", mode: $("mode").value }),
