@@ -10,6 +10,10 @@ store dir, the ingest as its own process, the edge's real outbox and relay in th
 ``sustained``
     Sessions record results at ``--rate`` results/s for ``--duration-s`` with the outbox's normal
     flushing; reports the rate that reached the store over the run and the lag at the end.
+``audio``
+    Live-session feedback latency from ``bench/bench_latency.py`` (the edge as its own process, real
+    WebRTC clients), once with sync off and once with sync on while the relay catches up an outbox
+    backlog of ``--audio-backlog-rows`` rows (default 100,000).
 ``query``
     A progress store holding ``--query-results`` results (default 1,000,000), of which one user has
     ``--user-sessions`` sessions (default 1,000); ``GetProgress`` for that user over real gRPC
@@ -305,6 +309,68 @@ async def bench_query(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     }
 
 
+async def prefill_outbox(path: Path, rows: int, results_per_row: int, sessions: int) -> int:
+    """An outbox file holding ``rows`` rows of ``results_per_row`` results (a relay backlog)."""
+    settings = SyncSettings(outbox_path=path, flush_interval_ms=60_000, outbox_max_rows=10 * rows,
+                            batch_max_results=results_per_row)
+    async with Outbox(settings, "edge-bench") as outbox:
+        seq = 1
+        while outbox.rows < rows:
+            for s in range(min(sessions, rows - outbox.rows)):
+                outbox.record_events(f"bk{s:04d}", f"u{s % 50}",
+                                     [result_event(seq + 2 * k) for k in range(results_per_row)])
+            seq += 2 * results_per_row
+            await outbox.flush()
+        return outbox.rows
+
+
+def outbox_rows(path: Path) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def latency_run(out: Path, sessions: int, extra_env: dict[str, str]) -> dict[str, Any]:
+    """``bench/bench_latency.py`` (the edge's own latency benchmark, edge as a subprocess) once."""
+    env = {**os.environ, **extra_env}
+    subprocess.run([sys.executable, str(ROOT / "bench" / "bench_latency.py"), "--sessions", str(sessions),
+                    "--out", str(out)], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                   timeout=600)
+    data = json.loads(out.read_text())
+    runs = data.get("runs", data) if isinstance(data, dict) else data
+    first = runs[0] if isinstance(runs, list) else runs
+    return {"latency_ms": first["latency_ms"], "edge_internal_ms": first["edge_internal_ms"],
+            "completed_sessions": first["completed_sessions"], "wall_s": first["wall_s"]}
+
+
+async def bench_audio(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Feedback latency of live sessions, without sync and while the relay drains a backlog."""
+    cloud = Cloud(tmp / "audio")
+    outbox_path = tmp / "audio-outbox.db"
+    rows = await prefill_outbox(outbox_path, args.audio_backlog_rows, args.results_per_row, args.sessions)
+    cloud.start()
+    try:
+        await cloud.wait_ready()
+        baseline = await asyncio.to_thread(latency_run, tmp / "lat-base.json", args.audio_sessions, {})
+        stored_before = cloud.stored()
+        loaded = await asyncio.to_thread(latency_run, tmp / "lat-backlog.json", args.audio_sessions, {
+            "SEMINOTE_EDGE_SYNC__ENABLED": "true", "SEMINOTE_EDGE_SYNC__OUTBOX_PATH": str(outbox_path),
+            "SEMINOTE_EDGE_SYNC__NATS_URLS": json.dumps([cloud.url]),
+        })
+        left = outbox_rows(outbox_path)
+        stored_after = cloud.stored()
+    finally:
+        cloud.stop()
+    return {
+        "backlog_rows": rows, "backlog_results": rows * args.results_per_row,
+        "rows_left_when_sessions_ended": left, "results_relayed_during_run": stored_after - stored_before,
+        "relay_busy_throughout": left > 0, "sessions": args.audio_sessions,
+        "without_sync": baseline, "while_relay_catches_up": loaded,
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "benchmark": "result sync", "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
@@ -319,6 +385,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.only in (None, "sustained"):
             out["sustained"] = await bench_sustained(args, tmp)
             print("sustained", out["sustained"], flush=True)
+        if args.only in (None, "audio"):
+            out["audio"] = await bench_audio(args, tmp)
+            print("audio", out["audio"], flush=True)
         if args.only in (None, "query"):
             out["query"] = await bench_query(args, tmp)
             print("query", out["query"], flush=True)
@@ -327,7 +396,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("backlog", "sustained", "query"), default=None)
+    parser.add_argument("--only", choices=("backlog", "sustained", "audio", "query"), default=None)
+    parser.add_argument("--audio-backlog-rows", type=int, default=100_000, help="audio: outbox rows to catch up")
+    parser.add_argument("--audio-sessions", type=int, default=10, help="audio: live sessions measured")
     parser.add_argument("--backlog", type=int, default=100_000, help="results waiting in the outbox")
     parser.add_argument("--sessions", type=int, default=64, help="concurrent sessions on the edge")
     parser.add_argument("--results-per-row", type=int, default=8, help="results per outbox row in the backlog")

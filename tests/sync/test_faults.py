@@ -10,6 +10,9 @@ session's results appear in ``seq`` order. ``SEMINOTE_SYNC_RESULTS`` sets the to
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -22,6 +25,7 @@ SESSIONS = 20
 RATE_PER_S = 2500.0  # results/s the edge produces: a fault lands mid-stream
 FAULT_AFTER_FRACTION = 0.3
 EDGE_EXIT_POLLS = 300  # x 0.1 s
+REPORT = os.environ.get("SEMINOTE_SYNC_REPORT")  # append per-fault counts here (JSON lines)
 
 
 def make_rig(tmp_path: Path, urls: list[str], **kw: float | int) -> SyncRig:
@@ -30,6 +34,7 @@ def make_rig(tmp_path: Path, urls: list[str], **kw: float | int) -> SyncRig:
 
 async def run_through(rig: SyncRig, fault: Callable[[], Awaitable[None]] | None) -> dict[str, int]:
     """Start ingest and edge, inject ``fault`` once some results are in the outbox, count everything."""
+    started = time.monotonic()
     try:
         rig.ingest.start()
         rig.edge.start()
@@ -51,8 +56,17 @@ async def run_through(rig: SyncRig, fault: Callable[[], Awaitable[None]] | None)
         assert sum(audit.session_counts.values()) == rig.expected_results
         messages, stream_duplicates, order_violations = await stream_order_violations(rig.nats_urls)
         assert order_violations == 0
-        return {"messages": messages, "stream_duplicates": stream_duplicates,
-                "arrival_reorders": audit.arrival_reorders()}
+        counts = {"messages": messages, "stream_duplicates": stream_duplicates,
+                  "arrival_reorders": audit.arrival_reorders()}
+        if REPORT:  # acceptance runs: one JSON line per fault with what was counted
+            with Path(REPORT).open("a") as f:
+                f.write(json.dumps({
+                    "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+                    "results_expected": rig.expected_results, "results_stored": audit.results,
+                    "results_carried_by_messages": audit.results_carried_by_messages,
+                    "summaries_stored": audit.summaries, "stream_order_violations": order_violations,
+                    "seconds": round(time.monotonic() - started, 1), **counts}) + "\n")
+        return counts
     finally:
         rig.stop_all()
 
