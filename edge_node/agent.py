@@ -158,7 +158,9 @@ class SessionManagerHost:
         last_mono, last_cpu = self._cpu_mark
         self._cpu_mark = (mono, cpu)
         share = (cpu - last_cpu) / max(mono - last_mono, 1e-6) / (os.cpu_count() or 1)
-        return HostMetrics(cpu_percent=round(100.0 * min(share, 1.0), 1))
+        outbox = getattr(self.manager, "results", None)  # result sync (issue 5): rows not yet relayed
+        return HostMetrics(cpu_percent=round(100.0 * min(share, 1.0), 1),
+                           outbox_depth=int(outbox.rows) if outbox is not None else 0)
 
     @property
     def agent_accepting(self) -> bool:

@@ -137,3 +137,18 @@ async def test_record_event_takes_what_a_session_sends_and_never_raises(tmp_path
         assert record is not None and (record.results_recorded, record.has_summary) == (1, True)
     outbox.record_event("s1", "alice", note(4))  # after close: counted, not raised
     assert outbox.dropped_results == 1
+
+
+async def test_the_control_plane_agent_reports_the_outbox_depth(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from edge_node.agent import SessionManagerHost
+
+    manager = SimpleNamespace(sessions={}, accepting=True, results=None)
+    host = SessionManagerHost(manager)  # type: ignore[arg-type]
+    assert host.agent_metrics().outbox_depth == 0
+    async with Outbox(settings(tmp_path, batch_max_results=1), "edge-a") as outbox:
+        manager.results = outbox
+        outbox.record_events("s1", "alice", [note(1), note(2), note(3)])
+        await outbox.flush()
+        assert host.agent_metrics().outbox_depth == 3
