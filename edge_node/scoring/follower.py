@@ -380,9 +380,11 @@ class ScoreFollower:
                 out.append(Judgement("extra", note.onset_s, ref_index, None, note, None, None, bar,
                                      now_s, evidence))
             return out
-        if step.kind == "restart":
-            self.stats.restarts += 1
         g = step.group
+        # a restart: the chosen path relocated here, or went back past what was already judged
+        restart = step.kind == "restart" or 0 <= g < self.stats.last_pos
+        if restart:
+            self.stats.restarts += 1
         self.stats.last_pos = g
         self.stats.max_pos = max(self.stats.max_pos, g)
         self.stats.tempo_ratios.append((pg.onset_s, chosen.tempo.ratio))
@@ -390,7 +392,6 @@ class ScoreFollower:
         played = sorted(pg.notes, key=lambda n: n.pitch)
         m = match_group([piece.notes[i].pitch for i in ref_ids], [n.pitch for n in played], pg.ambiguous)
         exp_t = step.expected_t if step.timing_basis else None
-        restart = step.kind == "restart"
         tolerance = timing_tolerance_ms(step.gap_s)
         for verdict, pairs in (("correct", m.correct), ("wrong_pitch", m.wrong)):
             for r, p in pairs:

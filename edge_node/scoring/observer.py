@@ -98,7 +98,7 @@ class ScoreObserver:
             self._refining.pop(0)
             start = note.onset_s + REFINE_START_S
             frames = [p for t, p in self._pitch_frames if start <= t <= end]
-            if len(frames) >= REFINE_MIN_FRAMES:  # the settled pitch is sure: no harmonic leeway
+            if len(frames) >= REFINE_MIN_FRAMES:  # a settled reading: no harmonic leeway (octave leaps)
                 pitch = Counter(frames).most_common(1)[0][0]
                 note = PlayedNote(note.onset_s, pitch, note.velocity, note.note_id, False)
             self.follower.add(note)
