@@ -60,6 +60,8 @@ OPEN_SERVICES = frozenset({
     "grpc.reflection.v1.ServerReflection",
 })
 MAX_LIST_SESSIONS = 10_000
+# A load report is applied at most this often per edge; a flooding edge costs only the decode.
+MIN_REPORT_SPACING_S = 0.1
 
 
 class Authenticator:
@@ -267,10 +269,16 @@ class EdgeRegistryService(registry_pb2_grpc.EdgeRegistryServicer):
     async def _read(self, edge_id: str, stream: EdgeStream,
                     request_iterator: AsyncIterator[registry_pb2.EdgeMessage],
                     failure: list[BaseException]) -> None:
+        last_applied = 0.0
         try:
             async for message in request_iterator:
                 kind = message.WhichOneof("body")
                 if kind == "load":
+                    now = time.monotonic()
+                    flood = now - last_applied < MIN_REPORT_SPACING_S
+                    if flood and not message.load.drained and not message.load.new_sessions:
+                        continue
+                    last_applied = now
                     report = message.load
                     self.registry.report(
                         edge_id, stream, convert.load_from_pb(report.load),

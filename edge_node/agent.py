@@ -37,6 +37,7 @@ from .tickets import load_public_key
 log = structlog.get_logger(__name__)
 
 AGENT_VERSION = "seminote-edge/0.1"
+MIN_REPORT_INTERVAL_S = 0.1  # whatever the control plane asks, never report more often than this
 _MODE_TO_PB = {"light": edge_pb2.MODE_LIGHT, "detailed": edge_pb2.MODE_DETAILED}
 
 
@@ -368,7 +369,7 @@ class EdgeAgent:
         st = self.status
         st.registered = True
         st.registrations += 1
-        st.report_interval_s = reply.report_interval_s or st.report_interval_s
+        st.report_interval_s = max(MIN_REPORT_INTERVAL_S, reply.report_interval_s or st.report_interval_s)
         st.ttl_s = reply.ttl_s or st.ttl_s
         if reply.ticket_public_key_pem and reply.ticket_public_key_pem != st.public_key_pem:
             st.public_key_pem = reply.ticket_public_key_pem

@@ -171,3 +171,31 @@ async def test_tickets_bind_their_edge_and_expire_and_forgeries_fail(
         verify_ticket(forged, [key], "edge-t", time.time())
     with pytest.raises(TicketExpired):
         verify_ticket(reply.ticket, [key], "edge-t", reply.expires_at + 1)
+
+
+async def test_a_flooding_edge_is_throttled_and_others_keep_being_served(
+    control: ControlPlane, admin_channel: grpc.aio.Channel
+) -> None:
+    registry = registry_pb2_grpc.EdgeRegistryStub(admin_channel)
+    call = registry.Connect(metadata=auth(ENROLL))
+    await call.write(registry_pb2.EdgeMessage(register=registry_pb2.Register(
+        edge_id="edge-flood", region="eu-west", lat=48.0, lon=2.0, whip_url="http://a/v1/whip", capacity=5,
+        instance_id="flood")))
+    first = await call.read()
+    assert first.WhichOneof("body") == "registered"
+    applied_before = control.registry.edges["edge-flood"].last_report_mono  # type: ignore[union-attr]
+    started = time.monotonic()
+    for i in range(2000):
+        await call.write(registry_pb2.EdgeMessage(load=registry_pb2.LoadReport(
+            load=edge_pb2.Load(session_ids=[f"s{i}"], accepting=True))))
+    elapsed = time.monotonic() - started
+    await asyncio.sleep(0.3)
+    entry = control.registry.edges["edge-flood"]  # type: ignore[union-attr]
+    assert entry.last_report_mono > applied_before and entry.state.value == "serving"
+    # At most one report per MIN_REPORT_SPACING_S was applied: the last one seen may lag the flood.
+    assert len(entry.sessions) == 1
+    async with make_agent(control.port or 0, identity("edge-calm", lat=10.0)) as agent:
+        await asyncio.wait_for(agent.registered.wait(), 5)
+    reply = await router_pb2_grpc.RouterStub(admin_channel).Route(ROUTE, metadata=auth(CLIENT))
+    assert reply.edge_id == "edge-flood" and elapsed < 30
+    await call.done_writing()
