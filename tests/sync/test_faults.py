@@ -32,6 +32,11 @@ def make_rig(tmp_path: Path, urls: list[str], **kw: float | int) -> SyncRig:
     return SyncRig(tmp_path / "rig", urls, SESSIONS, SYNC_RESULTS // SESSIONS, RATE_PER_S, **kw)  # type: ignore[arg-type]
 
 
+def append_line(path: Path, line: str) -> None:
+    with path.open("a") as f:
+        f.write(line + "\n")
+
+
 async def run_through(rig: SyncRig, fault: Callable[[], Awaitable[None]] | None) -> dict[str, int]:
     """Start ingest and edge, inject ``fault`` once some results are in the outbox, count everything."""
     started = time.monotonic()
@@ -59,13 +64,13 @@ async def run_through(rig: SyncRig, fault: Callable[[], Awaitable[None]] | None)
         counts = {"messages": messages, "stream_duplicates": stream_duplicates,
                   "arrival_reorders": audit.arrival_reorders()}
         if REPORT:  # acceptance runs: one JSON line per fault with what was counted
-            with Path(REPORT).open("a") as f:
-                f.write(json.dumps({
-                    "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
-                    "results_expected": rig.expected_results, "results_stored": audit.results,
-                    "results_carried_by_messages": audit.results_carried_by_messages,
-                    "summaries_stored": audit.summaries, "stream_order_violations": order_violations,
-                    "seconds": round(time.monotonic() - started, 1), **counts}) + "\n")
+            line = json.dumps({
+                "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+                "results_expected": rig.expected_results, "results_stored": audit.results,
+                "results_carried_by_messages": audit.results_carried_by_messages,
+                "summaries_stored": audit.summaries, "stream_order_violations": order_violations,
+                "seconds": round(time.monotonic() - started, 1), **counts})
+            await asyncio.to_thread(append_line, Path(REPORT), line)
         return counts
     finally:
         rig.stop_all()
