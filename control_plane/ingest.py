@@ -23,6 +23,7 @@ import json
 import math
 import random
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ log = structlog.get_logger(__name__)
 MESSAGE_VERSION = 1
 MAX_ID_CHARS = 256
 MAX_EVENTS_PER_MESSAGE = 1_000
+MAX_SEQ = 2**53  # exact in a double; SQLite integers hold it
 BACKOFF_INITIAL_S = 0.1
 CONNECT_TIMEOUT_S = 2.0
 RECONNECT_WAIT_S = 0.25
@@ -93,8 +95,8 @@ def _event(raw: Any, index: int) -> dict[str, Any]:
     if raw.get("type") not in SYNCED_TYPES:
         raise CorruptMessage(f"events[{index}].type must be one of {SYNCED_TYPES}")
     seq = raw.get("seq")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise CorruptMessage(f"events[{index}].seq must be a non-negative integer")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+        raise CorruptMessage(f"events[{index}].seq must be a non-negative integer (at most {MAX_SEQ})")
     try:
         _finite(raw, "t")
     except CorruptMessage as exc:
@@ -104,7 +106,19 @@ def _event(raw: Any, index: int) -> dict[str, Any]:
 
 def parse_result_message(subject: str, data: bytes, headers: dict[str, str] | None,
                          max_bytes: int) -> ResultMessage:
-    """Validate one results message; raises :class:`CorruptMessage` with a reason when it is not one."""
+    """Validate one results message; raises :class:`CorruptMessage` with a reason when it is not one
+    (and only that: whatever the bytes, nothing else escapes)."""
+    try:
+        return _parse(subject, data, headers, max_bytes)
+    except CorruptMessage:
+        raise
+    except RecursionError:
+        raise CorruptMessage("payload nests too deeply") from None
+    except Exception as exc:  # e.g. OverflowError for a number no float can hold
+        raise CorruptMessage(f"unreadable payload ({type(exc).__name__}: {exc})") from None
+
+
+def _parse(subject: str, data: bytes, headers: dict[str, str] | None, max_bytes: int) -> ResultMessage:
     msg_id = (headers or {}).get("Nats-Msg-Id")
     if not msg_id or len(msg_id) > MAX_ID_CHARS:
         raise CorruptMessage("missing or oversized Nats-Msg-Id header")
@@ -151,6 +165,20 @@ def parse_result_message(subject: str, data: bytes, headers: dict[str, str] | No
         return ResultMessage(msg_id, subject, edge_id, session_id, user_id, started_at, "summary",
                              summary=summary)
     raise CorruptMessage(f"unknown kind {kind!r}")
+
+
+_DATA_ERRORS: tuple[type[Exception], ...] = (
+    sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, ValueError, TypeError, KeyError,
+)
+"""Store errors caused by a message's content: retrying cannot help, so the message is parked."""
+
+
+def _merge(total: ApplyStats, one: ApplyStats) -> None:
+    total.messages += one.messages
+    total.duplicate_messages += one.duplicate_messages
+    total.results_inserted += one.results_inserted
+    total.duplicate_results += one.duplicate_results
+    total.summaries += one.summaries
 
 
 def _one_line(reason: str) -> str:
@@ -266,19 +294,38 @@ class Ingest:
                     msg.subject, msg.data, msg.headers, self.settings.max_message_bytes)))
             except CorruptMessage as exc:
                 await self._dead_letter(js, msg, exc.reason)
-        if valid:
+        if not valid:
+            return
+        try:
             stats = await self._apply_until_stored([m for _, m in valid])
-            self.counters.add(stats)
-            for msg, _ in valid:
+        except _DATA_ERRORS:
+            # Some message the parser accepted still cannot be stored (e.g. a number SQLite cannot
+            # hold): apply one by one, park the ones that fail, so a poison message cannot block.
+            stats = ApplyStats()
+            for msg, message in valid:
+                try:
+                    one = await self._apply_until_stored([message])
+                except _DATA_ERRORS as exc:
+                    await self._dead_letter(js, msg, f"store rejected it: {type(exc).__name__}: {exc}")
+                    continue
+                _merge(stats, one)
                 await msg.ack()
+            self.counters.add(stats)
+            return
+        self.counters.add(stats)
+        for msg, _ in valid:
+            await msg.ack()
 
     async def _apply_until_stored(self, messages: Sequence[ResultMessage]) -> ApplyStats:
-        """Write the batch, retrying the same batch on store errors so nothing overtakes it."""
+        """Write the batch, retrying the same batch on transient store errors (disk, locks) so nothing
+        overtakes it. Errors of the data itself (:data:`_DATA_ERRORS`) are raised to the caller."""
         delay_s = BACKOFF_INITIAL_S
         while True:
             try:
                 return await self.store.apply(messages)
             except asyncio.CancelledError:
+                raise
+            except _DATA_ERRORS:
                 raise
             except Exception:
                 self.counters.store_retries += 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -431,11 +432,21 @@ class ProgressStore:
 
 
 def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+SQLITE_INT_MAX = 2**63 - 1
 
 
 def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """An integer field of an event, or ``None`` when it is not a number SQLite can hold."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    number = int(value)
+    return number if -SQLITE_INT_MAX <= number <= SQLITE_INT_MAX else None
 
 
 def _performance_row(session_id: str, e: dict[str, Any], msg_id: str) -> tuple[Any, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import nats
@@ -20,7 +20,7 @@ from control_plane.ingest import (
     parse_result_message,
 )
 from control_plane.jetstream import ensure_results_topology
-from control_plane.progress_store import ProgressStore
+from control_plane.progress_store import ApplyStats, ProgressStore, ResultMessage
 from control_plane.settings import ResultSyncSettings
 
 from .harness import NatsNode
@@ -162,6 +162,9 @@ async def test_topology_setup_is_idempotent_and_raises_replicas_in_place(nats_no
         (SUBJECT, encode({**body(), "user_id": ""}), "user_id"),
         (SUBJECT, b'{"v": 1, "edge_id": "edge-a", "events": [', "truncated"),
         (SUBJECT, b"x" * 2048, "exceeds 1024"),
+        (SUBJECT, encode({**body(), "events": [{"type": "note", "seq": 2**60, "t": 0}]}), "at most"),
+        (SUBJECT, encode({**body(), "started_at": 10**400}), "unreadable payload"),
+        (SUBJECT, b"[" * 500 + b"]" * 500, "not a JSON object"),
     ],
 )
 def test_parse_result_message_names_what_is_wrong(subject: str, data: bytes, reason: str) -> None:
@@ -170,6 +173,46 @@ def test_parse_result_message_names_what_is_wrong(subject: str, data: bytes, rea
     assert reason in caught.value.reason
 
 
+def test_deep_nesting_is_corrupt_not_a_crash() -> None:
+    with pytest.raises(CorruptMessage, match="nests too deeply"):
+        parse_result_message(SUBJECT, b"[" * 100_000, {"Nats-Msg-Id": "m1"}, max_bytes=1 << 20)
+
+
 def test_parse_result_message_accepts_a_batch() -> None:
     message = parse_result_message(SUBJECT, encode(body(seqs=(1, 3, 5))), {"Nats-Msg-Id": "m1"}, 1 << 20)
     assert (message.msg_id, message.session_id, message.results) == ("m1", "s1", 3)
+
+
+class PoisonedStore(ProgressStore):
+    """A store that cannot hold one session's results (stands in for data SQLite refuses)."""
+
+    async def apply(self, messages: Sequence[ResultMessage]) -> ApplyStats:
+        if any(m.session_id == "poison" for m in messages):
+            raise ValueError("cannot store session 'poison'")
+        return await super().apply(messages)
+
+
+async def test_a_message_the_store_refuses_is_parked_and_the_rest_of_its_batch_stored(
+    tmp_path: Path, nats_node: NatsNode
+) -> None:
+    settings = ResultSyncSettings(nats_urls=[nats_node.url], fetch_timeout_s=0.2)
+    nc = await nats.connect(nats_node.url)
+    try:
+        js = nc.jetstream()
+        async with PoisonedStore(tmp_path / "p.db") as store, Ingest(settings, store) as ingest:
+            await asyncio.wait_for(ingest.ready.wait(), WAIT_S)
+            for i, session in enumerate(("s1", "poison", "s2")):
+                await js.publish(SUBJECT, encode(body(session=session)), headers={"Nats-Msg-Id": f"m{i}"})
+
+            async def settled() -> bool:
+                return ingest.counters.messages == 2 and ingest.counters.deadlettered == 1
+
+            await until(settled)
+            assert await store.count("performances") == 4
+        sub = await js.pull_subscribe("seminote.deadletter.results", durable=None, stream="SEMINOTE_DEADLETTER",
+                                      config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL,
+                                                            ack_policy=AckPolicy.NONE))
+        parked = await sub.fetch(1, timeout=5)
+        assert "store rejected it: ValueError" in (parked[0].headers or {})[DEADLETTER_REASON_HEADER]
+    finally:
+        await nc.close()
