@@ -23,16 +23,18 @@ VEL_INTERCEPT = 174.0
 
 
 @njit(cache=True, nogil=True)
-def hop_powers(chunk: np.ndarray, hop: int, out: np.ndarray) -> int:
-    """Mean power of each whole hop of ``chunk``; returns the number of hops written."""
+def hop_powers(chunk: np.ndarray, hop: int, out: np.ndarray) -> float:
+    """Mean power of each whole hop of ``chunk`` into ``out``; returns the mean power of them all."""
     n = chunk.shape[0] // hop
+    total = 0.0
     for h in range(n):
         s = 0.0
         for i in range(h * hop, (h + 1) * hop):
             v = chunk[i]
             s += v * v
         out[h] = s / hop
-    return n
+        total += s
+    return total / (n * hop) if n else 0.0
 
 
 def power_to_dbfs(power: float) -> float:

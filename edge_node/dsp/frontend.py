@@ -67,10 +67,25 @@ class _PendingNote:
         self.hops_seen = 0
 
 
+_warmed = False
+
+
+def warm_up_kernels() -> None:
+    """Compile (or load from the numba cache) every kernel now, including those that only run once
+    onsets exist (tempo), so no session pays the JIT in the middle of its audio."""
+    global _warmed
+    if _warmed:
+        return
+    beats = np.arange(8, dtype=np.float64) * 0.5
+    tempo.estimate_tempo(beats, np.ones_like(beats), 4.0)
+    _warmed = True
+
+
 class KernelFrontEnd:
     """Holds the kernel state of one stream and turns chunks into (type, t, fields) tuples."""
 
     def __init__(self, settings: AnalysisSettings) -> None:
+        warm_up_kernels()
         self.settings = settings
         self.samples_seen = 0
         self._hist = np.zeros(HIST_SAMPLES, dtype=np.float64)
@@ -137,7 +152,7 @@ class KernelFrontEnd:
             hist, CHUNK, onset.HANN, self._prev_log, self._odf_ring, self._onset_st,
             self._out_pos, self._out_strength, self._out_odf,
         )
-        dynamics.hop_powers(chunk, onset.HOP_SAMPLES, self._hop_pow)
+        chunk_power = dynamics.hop_powers(chunk, onset.HOP_SAMPLES, self._hop_pow)
         f0, conf, win_power = pitch.yin(hist, float(SAMPLE_RATE))
 
         # attack tracking for onsets found earlier (peak power over the attack hops)
@@ -184,7 +199,7 @@ class KernelFrontEnd:
 
         self._notes(f0 if voiced and conf >= NOTE_MIN_CONFIDENCE else 0.0, conf, level_db, out)
 
-        self._dyn_power_acc += float(self._hop_pow[:HOPS_PER_CHUNK].mean())
+        self._dyn_power_acc += chunk_power
         self._dyn_chunks += 1
         if self._dyn_chunks >= self._dyn_every:
             rms_db = dynamics.power_to_dbfs(self._dyn_power_acc / self._dyn_chunks)

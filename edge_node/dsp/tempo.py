@@ -13,6 +13,7 @@ trackers report 60-80 BPM pieces at double tempo.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 MIN_BPM = 40.0
 MAX_BPM = 200.0
@@ -51,63 +52,94 @@ def estimate_tempo(times: np.ndarray, weights: np.ndarray, now_s: float) -> tupl
 
 def grid_fit(times: np.ndarray, weights: np.ndarray, period: float) -> tuple[float, float]:
     """(coverage, fill) of the best-phased beat grid of ``period`` seconds over the onsets."""
-    phases = np.arange(0.0, period, PHASE_STEP_S)
-    d = np.mod(times[None, :] - phases[:, None], period)
-    d = np.minimum(d, period - d)
-    near = np.exp(-0.5 * (d / GRID_SIGMA_S) ** 2)  # phases x onsets
-    coverage = near @ weights / weights.sum()
-    # fill: for each phase, the share of grid points within the onsets' span that have an onset
-    k0 = np.ceil((times[0] - phases) / period)
-    k1 = np.floor((times[-1] - phases) / period)
-    n_grid = np.maximum(k1 - k0 + 1, 1.0)
-    # each onset near the grid fills its nearest grid point; onsets are sorted, so distinct grid
-    # points are counted where the nearest grid index changes from the previous onset
-    k_near = np.round((times[None, :] - phases[:, None]) / period)
-    hit = near > 0.5
-    new_point = np.ones_like(hit)
-    new_point[:, 1:] = (k_near[:, 1:] != k_near[:, :-1]) | ~hit[:, :-1]
-    fill = (hit & new_point).sum(axis=1) / n_grid
-    score = coverage * np.minimum(fill, 1.0) ** FILL_EXPONENT
-    j = int(np.argmax(score))
-    return float(coverage[j]), float(min(fill[j], 1.0))
+    return _grid_fit(times.astype(np.float64), weights.astype(np.float64), period,
+                     PHASE_STEP_S, GRID_SIGMA_S, FILL_EXPONENT)
+
+
+@njit(cache=True, nogil=True)
+def _grid_fit(times: np.ndarray, weights: np.ndarray, period: float, phase_step: float,
+              sigma: float, fill_exponent: float) -> tuple[float, float]:
+    total_w = 0.0
+    for j in range(times.size):
+        total_w += weights[j]
+    best_score, best_cov, best_fill = -1.0, 0.0, 0.0
+    n_phases = int(np.ceil(period / phase_step))
+    for i in range(n_phases):
+        phase = i * phase_step
+        cov = 0.0
+        hits = 0
+        prev_k = -1e18
+        prev_hit = False
+        for j in range(times.size):
+            rel = times[j] - phase
+            d = rel - np.floor(rel / period) * period
+            if period - d < d:
+                d = period - d
+            g = np.exp(-0.5 * (d / sigma) ** 2)
+            cov += weights[j] * g
+            # each onset near the grid fills its nearest grid point; onsets are sorted, so a new
+            # grid point is one whose index differs from the previous onset's
+            k = np.floor(rel / period + 0.5)
+            hit = g > 0.5
+            if hit and (k != prev_k or not prev_hit):
+                hits += 1
+            prev_k = k
+            prev_hit = hit
+        n_grid = np.floor((times[-1] - phase) / period) - np.ceil((times[0] - phase) / period) + 1.0
+        fill = min(1.0, hits / max(n_grid, 1.0))
+        coverage = cov / total_w if total_w > 0 else 0.0
+        score = coverage * fill**fill_exponent
+        if score > best_score:
+            best_score, best_cov, best_fill = score, coverage, fill
+    return best_cov, best_fill
 
 
 def periodicity(times: np.ndarray, weights: np.ndarray, now_s: float) -> float:
     """Strongest beat-range period (seconds) of the weighted onset pulse train, 0 if none."""
+    return _periodicity(times.astype(np.float64), weights.astype(np.float64), now_s)
+
+
+COMB = np.array([1.0, 0.6, 0.35, 0.5])  # weights of the period's 1st..4th multiples
+
+
+@njit(cache=True, nogil=True)
+def _periodicity(times: np.ndarray, weights: np.ndarray, now_s: float) -> float:
     start = times[0]
     n = int((now_s - start) * RATE_HZ) + 1
     if n < int(1.5 * 60.0 / MAX_BPM * RATE_HZ):
         return 0.0
-    pulses = np.zeros(n, dtype=np.float64)
-    idx = np.clip(((times - start) * RATE_HZ).astype(np.int64), 0, n - 1)
-    np.add.at(pulses, idx, weights)
+    # pulse train: a Gaussian of height w at each onset
     sigma = SMOOTH_S * RATE_HZ
     half = int(4 * sigma)
-    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
-    signal = np.convolve(pulses, kernel, mode="same")
-    size = 1 << int(np.ceil(np.log2(2 * n)))
-    spec = np.fft.rfft(signal, size)
-    acf = np.fft.irfft(spec * np.conj(spec), size)[:n]
-    if acf[0] <= 0:
+    signal = np.zeros(n, dtype=np.float64)
+    for j in range(times.size):
+        c = int((times[j] - start) * RATE_HZ)
+        for m in range(max(0, c - half), min(n, c + half + 1)):
+            signal[m] += weights[j] * np.exp(-0.5 * ((m - c) / sigma) ** 2)
+    size = 1
+    while size < 2 * n:
+        size *= 2
+    padded = np.zeros(size, dtype=np.float64)
+    padded[:n] = signal
+    spec = np.fft.rfft(padded)
+    acf = np.fft.irfft(spec * np.conj(spec), size)
+    if acf[0] <= 0.0:
         return 0.0
-    acf = acf / acf[0]
     # candidate beat periods (in samples), scored with a comb over multiples of the period
     lo = int(np.floor(60.0 / MAX_BPM * RATE_HZ * 0.97))
     hi = int(np.ceil(60.0 / MIN_BPM * RATE_HZ * 1.03))
-    periods = np.arange(lo, hi + 1, dtype=np.float64)
-    score = np.zeros(periods.size)
-    for k, w in ((1, 1.0), (2, 0.6), (3, 0.35), (4, 0.5)):
-        lags = periods * k
-        valid = lags < n - 1
-        vals = np.zeros(periods.size)
-        vals[valid] = np.interp(lags[valid], np.arange(n), acf)
-        score += w * vals
+    score = np.zeros(hi - lo + 1)
+    for i in range(hi - lo + 1):
+        period = lo + i
+        for k in range(COMB.size):
+            lag = period * (k + 1)
+            if lag < n - 1:
+                score[i] += COMB[k] * acf[lag] / acf[0]
     best = int(np.argmax(score))
-    period = periods[best]
-    # parabolic refinement of the period
-    if 0 < best < score.size - 1:
+    period_f = float(lo + best)
+    if 0 < best < score.size - 1:  # parabolic refinement
         y0, y1, y2 = score[best - 1], score[best], score[best + 1]
-        den = y0 - 2 * y1 + y2
-        if den < 0:
-            period += 0.5 * (y0 - y2) / den
-    return float(period / RATE_HZ)
+        den = y0 - 2.0 * y1 + y2
+        if den < 0.0:
+            period_f += 0.5 * (y0 - y2) / den
+    return period_f / RATE_HZ
