@@ -85,7 +85,7 @@ def bench_pitch(items: list[sets.Item], with_pyin: bool) -> dict[str, Any]:
         run = metrics.run_pipeline(item.audio)
         s = metrics.pitch_scores(item.piece.midi, run, audio)
         acc["seminote"].append(s["raw_pitch_accuracy"])
-        frames.append(s["voiced_frames"])
+        frames.append(int(s["voiced_frames"]))
         grid = metrics.frame_grid(run.duration_s)
         y = peer_audio(item)
         hop = 256
@@ -162,10 +162,10 @@ def bench_speed(item: sets.Item, repeats: int = 3) -> dict[str, Any]:
     us = np.array(per_chunk)
     audio_s = len(chunks) * CHUNK_SAMPLES / SAMPLE_RATE_HZ
     y = render.load(item.audio)
-    t0 = time.perf_counter()
+    t_start = time.perf_counter()
     librosa.onset.onset_detect(y=y, sr=SAMPLE_RATE_HZ, units="time")
     librosa.yin(y, fmin=55.0, fmax=2200.0, sr=SAMPLE_RATE_HZ, frame_length=4096, hop_length=960)
-    peer_s = time.perf_counter() - t0
+    peer_s = time.perf_counter() - t_start
     chunk_ms = CHUNK_SAMPLES / SAMPLE_RATE_HZ * 1000
     return {
         "audio_s": audio_s,

@@ -17,7 +17,7 @@ import platformdirs
 
 
 def _ensure_cache_dir() -> None:
-    if numba.config.CACHE_DIR:
+    if numba.config.CACHE_DIR:  # type: ignore[attr-defined]
         return
     here = Path(__file__).parent
     if os.access(here, os.W_OK):
@@ -27,7 +27,7 @@ def _ensure_cache_dir() -> None:
         fallback.mkdir(parents=True, exist_ok=True)
     except OSError:
         return  # numba will still run; it just cannot cache
-    numba.config.CACHE_DIR = str(fallback)
+    numba.config.CACHE_DIR = str(fallback)  # type: ignore[attr-defined]
 
 
 _ensure_cache_dir()
