@@ -266,6 +266,13 @@ class EdgeRegistryService(registry_pb2_grpc.EdgeRegistryServicer):
             self._streams.discard(stream)
             self.registry.disconnect(edge_id, stream)
 
+    def _changes_state(self, edge_id: str, report: registry_pb2.LoadReport) -> bool:
+        """Whether a report says more than "same as before": those are never throttled."""
+        entry = self.registry.edges.get(edge_id)
+        return (entry is None or report.drained or bool(report.new_sessions)
+                or report.load.accepting != entry.load.accepting
+                or len(report.load.session_ids) != len(entry.sessions))
+
     async def _read(self, edge_id: str, stream: EdgeStream,
                     request_iterator: AsyncIterator[registry_pb2.EdgeMessage],
                     failure: list[BaseException]) -> None:
@@ -275,8 +282,7 @@ class EdgeRegistryService(registry_pb2_grpc.EdgeRegistryServicer):
                 kind = message.WhichOneof("body")
                 if kind == "load":
                     now = time.monotonic()
-                    flood = now - last_applied < MIN_REPORT_SPACING_S
-                    if flood and not message.load.drained and not message.load.new_sessions:
+                    if now - last_applied < MIN_REPORT_SPACING_S and not self._changes_state(edge_id, message.load):
                         continue
                     last_applied = now
                     report = message.load
