@@ -14,11 +14,55 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .mistakes import MISTAKE_CLASSES, Performance
+import numpy as np
+
+from .mistakes import MISTAKE_CLASSES, MistakePlan, Performance, perform
+from .piece import Piece, piece_from_notes
 from .verdicts import Judgement, same_pitch
 
 ONSET_MATCH_S = 0.07  # a verdict's played onset within this of a performed note refers to it
 LATENCY_LIMIT_S = 0.3
+TUNING_SOUNDFONT = "FluidR3_GM.sf2"
+HELDOUT_SOUNDFONT = "TimGM6mb.sf2"
+HELDOUT_SEEDS = range(1000, 1012)
+MELODY_REGISTER = (55, 84)  # where the light-mode pitch tracker is reliable
+
+
+def tuning_performance(seed: int, level: int | None = None, n_notes: int = 40) -> Performance:
+    """The tuning set (tests, tuning): a ``melody`` at 0.6x-1.3x with drift, every other one restarted."""
+    from ..material import midi
+
+    rng = np.random.default_rng(seed)
+    piece = piece_of(midi.melody(rng, lo=MELODY_REGISTER[0], hi=MELODY_REGISTER[1], n_notes=n_notes).midi)
+    return perform(piece, seed, _plan(rng, seed), level=level)
+
+
+def heldout_performance(seed: int, level: int | None = None) -> Performance:
+    """The held-out set (bench only, never tuned on): other material families (the melody voice of
+    ``accented_piece``, and ``scale`` runs), the same kinds of mistakes and tempo changes."""
+    from ..material import midi
+
+    rng = np.random.default_rng(seed)
+    if seed % 2:
+        gen = midi.scale(rng, lo=MELODY_REGISTER[0], hi=MELODY_REGISTER[1], bpm=float(rng.uniform(60, 110)))
+        piece = piece_of(gen.midi, name="scale")
+    else:
+        gen = midi.accented_piece(rng, bpm=float(rng.uniform(60, 120)), bars=10, register=MELODY_REGISTER)
+        piece = piece_of(gen.midi, name="accented-melody", min_pitch=MELODY_REGISTER[0])
+    return perform(piece, seed, _plan(rng, seed), level=level)
+
+
+def piece_of(pm: Any, name: str = "piece", min_pitch: int = 0) -> Piece:
+    """A piece from a pretty_midi object, keeping notes at or above ``min_pitch`` (a melody voice)."""
+    notes = [(n.pitch, n.start, n.end - n.start, n.velocity) for inst in pm.instruments for n in inst.notes
+             if n.pitch >= min_pitch]
+    return piece_from_notes(notes, [float(d) for d in pm.get_downbeats()], name=name,
+                            bpm=float(pm.get_tempo_changes()[1][0]))
+
+
+def _plan(rng: np.random.Generator, seed: int) -> MistakePlan:
+    return MistakePlan(per_class=3, tempo_factor=float(rng.uniform(0.6, 1.3)),
+                       drift=float(rng.uniform(-0.2, 0.2)), restart=seed % 2 == 0)
 
 
 @dataclass

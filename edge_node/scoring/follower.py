@@ -29,7 +29,7 @@ No I/O, no clocks: time only comes from the notes and the ``now_s`` the caller p
 from __future__ import annotations
 
 import math
-from bisect import insort
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
 
 from .piece import Piece
@@ -80,20 +80,41 @@ REANCHOR_DEVIATION_S = 0.35  # a matched onset this far off the tempo line re-an
 TRAILING_MISSED_GROUPS = 3  # at the end, at most this many unreached final groups count as missed
 
 
-@dataclass(frozen=True, slots=True)
 class Tempo:
-    """Recent matched (written s, performance s) onsets and the tempo ratio they imply."""
+    """Recent matched (written s, performance s) onsets and the tempo ratio they imply.
 
-    anchors: tuple[tuple[float, float], ...] = ()
-    ratio: float = 1.0
-    ratio_known: bool = False
+    Immutable; the fitted line is computed on first use and cached, because most hypotheses are
+    pruned before anyone asks.
+    """
+
+    __slots__ = ("_line", "_line_done", "anchors", "prior", "ratio_known")
+
+    def __init__(self, anchors: tuple[tuple[float, float], ...] = (), prior: float = 1.0,
+                 ratio_known: bool = False) -> None:
+        self.anchors = anchors
+        self.prior = prior  # the ratio before these anchors (the written tempo at first)
+        self.ratio_known = ratio_known
+        self._line: tuple[float, float] | None = None
+        self._line_done = False
 
     def line(self) -> tuple[float, float] | None:
         """(intercept, slope) of performance time against written time, or None without anchors."""
+        if not self._line_done:
+            self._line = self._fit()
+            self._line_done = True
+        return self._line
+
+    @property
+    def ratio(self) -> float:
+        """Performance seconds per written second (2.0 = half the written tempo)."""
+        line = self.line()
+        return line[1] if line is not None and len(self.anchors) >= 2 else self.prior
+
+    def _fit(self) -> tuple[float, float] | None:
         a = self.anchors
         if not a:
             return None
-        slope = self.ratio
+        slope = self.prior
         if len(a) >= TEMPO_MIN_ANCHORS:
             slopes = [
                 (a[j][1] - a[i][1]) / (a[j][0] - a[i][0])
@@ -120,15 +141,11 @@ class Tempo:
 
     def add(self, s: float, t: float) -> Tempo:
         anchors = (*self.anchors, (s, t))[-TEMPO_ANCHORS:]
-        new = Tempo(anchors, self.ratio, self.ratio_known)
-        line = new.line()
-        if line is not None and len(anchors) >= 2:
-            known = self.ratio_known or len(anchors) >= TEMPO_MIN_ANCHORS
-            return Tempo(anchors, line[1], known)
-        return new
+        known = self.ratio_known or len(anchors) >= TEMPO_MIN_ANCHORS
+        return Tempo(anchors, self.ratio, known)
 
     def reanchor(self, s: float, t: float) -> Tempo:
-        return Tempo(((s, t),), self.ratio, self.ratio_known)
+        return Tempo(((s, t),), self.ratio, self.ratio_known or len(self.anchors) >= TEMPO_MIN_ANCHORS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,11 +362,10 @@ class ScoreFollower:
             cur_bar = piece.group_bar[h.pos]
             base_cost = COST_RESTART_AFTER_PAUSE if pause else COST_RESTART
             played_set = set(pitches)
-            for b in piece.bar_start_groups:
-                if b > h.pos:
-                    break
-                if b != 0 and piece.group_bar[b] < cur_bar - MAX_RESTART_BARS:
-                    continue
+            starts = piece.bar_start_groups
+            lo = bisect_left(piece.bar_start_bars, cur_bar - MAX_RESTART_BARS)
+            hi = bisect_right(starts, h.pos)
+            for b in ((0,) if lo > 0 else ()) + starts[lo:hi]:
                 if not played_set & piece.group_pitches[b] and not (
                     ambiguous and any(same_pitch(r, p, True) for r in piece.group_pitches[b] for p in played_set)
                 ):

@@ -57,10 +57,12 @@ class Piece:
     bar_start_groups: tuple[int, ...]  # first group of each bar that has notes, in order
     bpm: float  # written quarter-note tempo at the start (informative)
     group_pitches: tuple[frozenset[int], ...] = field(init=False, repr=False)
+    bar_start_bars: tuple[int, ...] = field(init=False, repr=False)  # bar of each bar_start_groups entry
 
     def __post_init__(self) -> None:
         pitches = tuple(frozenset(self.notes[i].pitch for i in g) for g in self.groups)
         object.__setattr__(self, "group_pitches", pitches)
+        object.__setattr__(self, "bar_start_bars", tuple(self.group_bar[g] for g in self.bar_start_groups))
 
     @property
     def n_groups(self) -> int:

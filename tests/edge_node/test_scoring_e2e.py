@@ -18,9 +18,8 @@ import pytest
 
 from edge_node.material import midi
 from edge_node.material.render import RenderOptions, render
-from edge_node.scoring import piece_from_midi
-from edge_node.scoring.evaluation import Evaluation, evaluate, follow_audio
-from edge_node.scoring.mistakes import MistakePlan, Performance, perform
+from edge_node.scoring.evaluation import Evaluation, evaluate, follow_audio, tuning_performance
+from edge_node.scoring.mistakes import Performance
 from edge_node.scoring.observer import ScoreObserver
 
 TUNING_SEEDS = range(100, 110)
@@ -28,16 +27,6 @@ MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_CLEAN_CORRECT = 0.97
 LATENCY_LIMIT_S = 0.3
-
-
-def tuning_performance(seed: int, level: int | None = None) -> Performance:
-    rng = np.random.default_rng(seed)
-    piece = piece_from_midi(midi.melody(rng, lo=55, hi=84, n_notes=40).midi)
-    plan = MistakePlan(
-        per_class=3, tempo_factor=float(rng.uniform(0.6, 1.3)), drift=float(rng.uniform(-0.2, 0.2)),
-        restart=seed % 2 == 0,
-    )
-    return perform(piece, seed, plan, level=level)
 
 
 @pytest.fixture(scope="module")
