@@ -574,6 +574,8 @@ class Registry:
                 dirty = True
             if not entry.connected and mono - entry.disconnected_mono > self.settings.remove_after_s:
                 self._unindex(entry)
+                for sid in entry.sessions:  # gone with the edge; nobody will report them ended
+                    self.store.session_changed(sid, state="ended")
                 await self.store.delete_edge(entry.edge_id)
                 log.info("edge removed", edge_id=entry.edge_id)
                 removed = True
