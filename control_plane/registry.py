@@ -190,6 +190,7 @@ class RegionIndex:
         self.capacity = np.zeros(0, dtype=np.int64)
         self.in_use = np.zeros(0, dtype=np.int64)
         self.ok = np.zeros(0, dtype=bool)  # SERVING and accepting (fresh, connected, uncordoned)
+        self.last_report = np.zeros(0)     # monotonic seconds: freshness is checked per route, not per sweep
         self.detailed = np.zeros(0, dtype=bool)
         self.centroid = np.array([1.0, 0.0, 0.0])
 
@@ -201,6 +202,7 @@ class RegionIndex:
         self.capacity = np.array([e.capacity for e in self.entries], dtype=np.int64)
         self.in_use = np.zeros(n, dtype=np.int64)
         self.ok = np.zeros(n, dtype=bool)
+        self.last_report = np.zeros(n)
         self.detailed = np.array([e.detailed_mode and e.model_loaded for e in self.entries], dtype=bool)
         for i, e in enumerate(self.entries):
             e.slot = i
@@ -211,9 +213,11 @@ class RegionIndex:
     def refresh(self, e: EdgeEntry) -> None:
         self.in_use[e.slot] = e.in_use
         self.ok[e.slot] = e.state is EdgeState.SERVING and e.load.accepting
+        self.last_report[e.slot] = e.last_report_mono
 
-    def routable_mask(self) -> np.ndarray:
-        return self.ok & (self.in_use < self.capacity)
+    def routable_mask(self, fresh_since: float) -> np.ndarray:
+        """SERVING, accepting, a free slot, and a report at or after ``fresh_since`` (monotonic)."""
+        return self.ok & (self.in_use < self.capacity) & (self.last_report >= fresh_since)
 
 
 def validate_registration(reg: Registration) -> None:
@@ -512,11 +516,12 @@ class Registry:
         if not self._region_order:
             return CandidateSet.of(())
         c = np.asarray(vec)
+        fresh_since = time.monotonic() - self.settings.ttl_s  # exact TTL, whatever the sweeper's delay
         order = np.argsort(((self._centroids - c) ** 2).sum(axis=1)).tolist()
         parts: list[CandidateSet] = []
         for ri in order:
             region = self._region_order[ri]
-            idx = np.flatnonzero(region.routable_mask())
+            idx = np.flatnonzero(region.routable_mask(fresh_since))
             if idx.size == 0:
                 continue
             diff = region.xyz[idx] - c
@@ -538,7 +543,7 @@ class Registry:
                 cs.rtt_ms[position[edge_id]] = measured
             else:
                 m = self.edges.get(edge_id)
-                if m is not None and m.routable:
+                if m is not None and m.routable and m.last_report_mono >= fresh_since:
                     extra.append(Candidate(m.edge_id, measured, m.in_use, m.capacity, m.detailed_mode and m.model_loaded))
         return CandidateSet.concat([cs, CandidateSet.of(extra)]) if extra else cs
 

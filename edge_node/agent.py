@@ -284,13 +284,17 @@ class EdgeAgent:
             except grpc.aio.AioRpcError as exc:
                 self.status.failures += 1
                 self.status.last_error = f"{exc.code().name}: {exc.details()}"
-                level = self._log.error if exc.code() in (grpc.StatusCode.UNAUTHENTICATED,
-                                                          grpc.StatusCode.INVALID_ARGUMENT) else self._log.info
-                level("control plane stream ended", code=exc.code().name, details=exc.details())
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+                                  grpc.StatusCode.INVALID_ARGUMENT):
+                    self._log.error("control plane refused this edge", code=exc.code().name, details=exc.details())
+                else:  # the first failure in a row is news; the retries while it stays away are not
+                    (self._log.warning if attempt == 0 else self._log.debug)(
+                        "control plane stream ended", code=exc.code().name, details=exc.details(), attempt=attempt)
             except (TimeoutError, OSError, ConnectionError) as exc:
                 self.status.failures += 1
                 self.status.last_error = repr(exc)
-                self._log.info("control plane unreachable", error=repr(exc))
+                (self._log.warning if attempt == 0 else self._log.debug)(
+                    "control plane unreachable", error=repr(exc), attempt=attempt)
             finally:
                 if self.status.registered:
                     self.status.registered = False
