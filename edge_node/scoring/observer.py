@@ -7,8 +7,9 @@
 Sources: light mode announces ``kernel`` notes, detailed mode ``model`` notes (possibly both while
 switching). A kernel note's pitch is re-read from the ``pitch`` stream over its settled part; when
 that is too short to read, the kernel's own pitch is kept and matched modulo the tracker's typical
-(sub)harmonic errors (:data:`~.verdicts.HARMONIC_INTERVALS`). Once a ``model`` note is seen, ``kernel`` notes are ignored until no model note has come
-for ``MODEL_SILENCE_S``, so the same onset is not judged twice.
+(sub)harmonic errors (:data:`~.verdicts.HARMONIC_INTERVALS`). While ``model`` notes come (one
+within ``MODEL_SILENCE_S`` of a kernel note, even one announced after it but before the kernel note is
+released), ``kernel`` notes are dropped, so the same onset is not judged twice.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ class ScoreObserver:
                 self._seen_ids.add(key)
             t = float(e["t"])
             if source == "model":
-                self._last_model_note_s = t
-            elif self._last_model_note_s is not None and t - self._last_model_note_s < MODEL_SILENCE_S:
+                self._last_model_note_s = t if self._last_model_note_s is None else max(t, self._last_model_note_s)
+            elif self._model_recent(t):
                 continue
             try:
                 pitch = int(e["pitch"])
@@ -84,6 +85,10 @@ class ScoreObserver:
             self._pitch_frames.popleft()
         return self._events(self.follower.advance(now_s))
 
+    def _model_recent(self, t: float) -> bool:
+        last = self._last_model_note_s
+        return last is not None and abs(t - last) < MODEL_SILENCE_S
+
     def _release_refined(self, now_s: float, final: bool) -> None:
         """Hand kernel notes to the follower once their refinement window has been heard."""
         self._refining.sort(key=lambda n: n.onset_s)
@@ -96,6 +101,8 @@ class ScoreObserver:
             if not final and now_s < end + PITCH_EVENT_HALF_WINDOW_S:
                 break
             self._refining.pop(0)
+            if self._model_recent(note.onset_s):  # model notes arrived meanwhile: they speak for it
+                continue
             start = note.onset_s + REFINE_START_S
             frames = [p for t, p in self._pitch_frames if start <= t <= end]
             if len(frames) >= REFINE_MIN_FRAMES:  # a settled reading: no harmonic leeway (octave leaps)
