@@ -5,9 +5,10 @@
 (within ``DECISION_LAG_S`` + one chunk of the judged onset), and a ``summary`` at :meth:`finish`.
 
 Sources: light mode announces ``kernel`` notes, detailed mode ``model`` notes (possibly both while
-switching). A kernel note's pitch is re-read from the ``pitch`` stream over its settled part; when
-that is too short to read, the kernel's own pitch is kept and matched modulo the tracker's typical
-(sub)harmonic errors (:data:`~.verdicts.HARMONIC_INTERVALS`). While ``model`` notes come (one
+switching). A kernel note's pitch is re-read from the ``pitch`` stream over its settled part (the
+kernel's own pitch is kept when that is too short to read), and matched with some leeway for the
+tracker's typical (sub)harmonic errors (:data:`~.verdicts.HARMONIC_INTERVALS`): such a match costs
+more than an exact one, so octave leaps, skips and restarts still win when the timing says so. While ``model`` notes come (one
 within ``MODEL_SILENCE_S`` of a kernel note, even one announced after it but before the kernel note is
 released), ``kernel`` notes are dropped, so the same onset is not judged twice.
 """
@@ -105,9 +106,9 @@ class ScoreObserver:
                 continue
             start = note.onset_s + REFINE_START_S
             frames = [p for t, p in self._pitch_frames if start <= t <= end]
-            if len(frames) >= REFINE_MIN_FRAMES:  # a settled reading: no harmonic leeway (octave leaps)
+            if len(frames) >= REFINE_MIN_FRAMES:
                 pitch = Counter(frames).most_common(1)[0][0]
-                note = PlayedNote(note.onset_s, pitch, note.velocity, note.note_id, False)
+                note = PlayedNote(note.onset_s, pitch, note.velocity, note.note_id, note.harmonic_ambiguous)
             self.follower.add(note)
 
     def finish(self, now_s: float) -> Iterable[Emitted]:

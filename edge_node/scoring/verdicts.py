@@ -27,9 +27,11 @@ COST_MISSED = 4.0
 COST_EXTRA = 4.0
 # A monophonic pitch tracker's typical errors: the note reported at a (sub)harmonic, i.e. shifted by
 # 12 x log2(k) semitones (k = 2, 3, 4, 5, 6). For notes flagged ``harmonic_ambiguous`` (light-mode
-# kernel notes) such a pitch counts as the written one, a little less surely than an exact match.
+# kernel notes) such a pitch counts as the written one, but at a cost between an exact match and a
+# wrong pitch, so a skipped note followed by an octave leap is still a skip. The price: a student's
+# real octave slip is judged correct in light mode.
 HARMONIC_INTERVALS = frozenset({12, 19, 24, 28, 31})
-COST_HARMONIC_MATCH = 0.5
+COST_HARMONIC_MATCH = 2.5
 
 
 @dataclass(frozen=True, slots=True)
