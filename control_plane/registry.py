@@ -414,12 +414,14 @@ class Registry:
             return
         if len(load.session_ids) > self.settings.max_sessions_per_report:
             raise InvalidRequest("load.session_ids", f"more than {self.settings.max_sessions_per_report}")
+        current = set(load.session_ids)
+        if any(not sid or len(sid) > MAX_FIELD_CHARS for sid in current):
+            raise InvalidRequest("load.session_ids", f"session ids must be 1..{MAX_FIELD_CHARS} characters")
         mono, now = time.monotonic(), time.time()
         entry.last_report_mono, entry.last_report_at = mono, now
         was_stale, entry.stale = entry.stale, False
         self._seen[edge_id] = now
         details = {s.session_id: s for s in new_sessions}
-        current = set(load.session_ids)
         previous = entry.sessions
         sessions: dict[str, SessionRecord] = {}
         for sid in current:
