@@ -123,6 +123,21 @@ class ControlAgentSettings(BaseModel):
 # --- end control-plane agent -----------------------------------------------------------------------
 
 
+# --- service lifecycle (issue 8: systemd, graceful stop) -------------------------------------------
+class ServiceSettings(BaseModel):
+    """How ``seminote-edge serve`` stops: on SIGTERM it takes no new sessions (``/readyz`` 503), tells
+    the control plane, lets open sessions finish for up to ``drain_timeout_s``, ends the rest, flushes
+    the outbox and exits 0. A second SIGTERM/SIGINT cuts the wait short.
+
+    Environment: ``SEMINOTE_EDGE_SERVICE__<FIELD>``, e.g. ``SEMINOTE_EDGE_SERVICE__DRAIN_TIMEOUT_S=300``.
+    """
+
+    drain_timeout_s: float = Field(
+        300.0, ge=0, description="after SIGTERM, how long open sessions may run on before they are ended"
+    )
+# --- end service lifecycle -------------------------------------------------------------------------
+
+
 class EdgeSettings(BaseSettings):
     """All settings of one edge process."""
 
