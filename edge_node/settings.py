@@ -150,3 +150,4 @@ class EdgeSettings(BaseSettings):
     sync: SyncSettings = SyncSettings()  # result sync (issue 5)
     server: ServerSettings = ServerSettings()
     control: ControlAgentSettings = ControlAgentSettings()  # control-plane agent (issue 4)
+    service: ServiceSettings = ServiceSettings()  # service lifecycle under systemd (issue 8)
