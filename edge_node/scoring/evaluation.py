@@ -91,7 +91,8 @@ class Evaluation:
     notes_without_verdict: int = 0  # performed notes the transcription lost (or that got no verdict)
     verdicts_without_note: int = 0  # verdicts about transcribed notes that were not performed
     transcription_pitch_errors: int = 0  # notes heard at another pitch than played (not a harmonic)
-    fp_from_transcription: dict[str, int] = field(default_factory=dict)  # false verdicts on misheard notes
+    fp_from_transcription: dict[str, int] = field(default_factory=dict)  # false verdicts on misheard/lost notes
+    fn_from_transcription: dict[str, int] = field(default_factory=dict)  # mistakes on notes never announced
     max_latency_s: float = 0.0
     late_verdicts: int = 0  # decided more than LATENCY_LIMIT_S after their evidence
     restart_detected: bool | None = None
@@ -115,6 +116,8 @@ class Evaluation:
         self.transcription_pitch_errors += other.transcription_pitch_errors
         for key, v in other.fp_from_transcription.items():
             self.fp_from_transcription[key] = self.fp_from_transcription.get(key, 0) + v
+        for key, v in other.fn_from_transcription.items():
+            self.fn_from_transcription[key] = self.fn_from_transcription.get(key, 0) + v
         self.max_latency_s = max(self.max_latency_s, other.max_latency_s)
         self.late_verdicts += other.late_verdicts
         self.errors.extend(other.errors)
@@ -132,7 +135,8 @@ class Evaluation:
             "notes_without_verdict": self.notes_without_verdict,
             "verdicts_without_note": self.verdicts_without_note,
             "transcription_pitch_errors": self.transcription_pitch_errors,
-            "false_verdicts_on_misheard_notes": dict(self.fp_from_transcription),
+            "false_verdicts_on_misheard_or_lost_notes": dict(self.fp_from_transcription),
+            "mistakes_on_notes_never_announced": dict(self.fn_from_transcription),
             "max_latency_s": round(self.max_latency_s, 4),
             "late_verdicts": self.late_verdicts,
         }
@@ -168,14 +172,12 @@ def evaluate(perf: Performance, judgements: Sequence[Judgement]) -> Evaluation:
         jm = played_j[a_opt] if a_opt is not None else None
         if jm is None:
             ev.notes_without_verdict += 1
-            if note.label == "wrong_pitch":
-                c["wrong_pitch"].fn += 1
-            elif note.label == "extra":
-                c["extra"].fn += 1
-            elif note.label in ("early", "late"):
-                c["timing"].fn += 1
-            else:
+            cls = {"wrong_pitch": "wrong_pitch", "extra": "extra", "early": "timing", "late": "timing"}.get(note.label)
+            if cls is None:
                 ev.clean_total += 1
+            else:
+                c[cls].fn += 1
+                ev.fn_from_transcription[cls] = ev.fn_from_transcription.get(cls, 0) + 1
             continue
         j = jm
         flagged_timing = j.verdict in ("correct", "wrong_pitch") and j.timing in ("early", "late")
@@ -222,6 +224,7 @@ def evaluate(perf: Performance, judgements: Sequence[Judgement]) -> Evaluation:
             elif j.verdict == "extra":
                 c["extra"].fp += 1
     # missed: by reference index, nearest expected time
+    lost_refs = {n.ref_index for b, n in enumerate(perf.notes) if b not in n_used and n.ref_index is not None}
     truth = list(perf.missed)
     for j in missed_j:
         best = None
@@ -232,6 +235,8 @@ def evaluate(perf: Performance, judgements: Sequence[Judgement]) -> Evaluation:
                     best = (d, k)
         if best is None:
             c["missed"].fp += 1
+            if j.ref_index in lost_refs:  # played, but the transcription never announced it
+                ev.fp_from_transcription["missed"] = ev.fp_from_transcription.get("missed", 0) + 1
         else:
             c["missed"].tp += 1
             truth.pop(best[1])
