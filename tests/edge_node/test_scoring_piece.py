@@ -150,3 +150,13 @@ def test_a_piece_with_thousands_of_notes_loads() -> None:
     piece = piece_from_midi(pm)
     assert len(piece.notes) == 5000
     assert piece.n_bars == 5000 // 8
+
+
+def test_partitura_example_musicxml_with_voices_and_a_chord() -> None:
+    import partitura
+
+    piece = load_piece(partitura.EXAMPLE_MUSICXML)
+    # A4 whole note in voice 1 against a C5+E5 half-note chord in voice 2, no tempo marking (100 BPM)
+    assert [(n.pitch, n.onset_s) for n in piece.notes] == [(69, 0.0), (72, 1.2), (76, 1.2)]
+    assert piece.groups == ((0,), (1, 2))
+    assert piece.notes[0].duration_s == pytest.approx(2.4)
