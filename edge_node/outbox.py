@@ -4,8 +4,9 @@ A session hands its events to :meth:`Outbox.record_events` (and its summary to
 :meth:`Outbox.record_summary`). Those calls only append to memory, so the audio path never waits
 on disk; a flusher task writes what accumulated every ``flush_interval_ms`` (sooner when a batch is
 full or a summary arrives), and each write is **one transaction** that both updates the session's
-local record (``local_sessions``) and appends the outbox rows, so the edge never holds a result
-locally that it will not sync, nor syncs one it does not hold.
+local record (``local_sessions``) and appends the outbox rows: the local record says exactly what
+went to the outbox (and what was refused), and nothing is synced that it does not record.
+:meth:`Outbox.record_event` takes one event as a session sends it and never raises.
 
 Only ``note`` and ``score`` events are synced, in compact batches of at most ``batch_max_results``
 per row, plus one row per summary. Row ids come from ``AUTOINCREMENT`` (never reused after a delete)
@@ -54,6 +55,8 @@ SYNCED_EVENT_TYPES: frozenset[str] = frozenset({"note", "score"})
 """Event types that are results worth keeping in the cloud (besides the summary)."""
 
 MESSAGE_VERSION = 1
+PENDING_MAX_RESULTS = 100_000
+"""Results held in memory between flushes, at most (reached only while writes to disk fail)."""
 RowKind = Literal["events", "summary"]
 
 class SyncMetrics:
@@ -190,6 +193,11 @@ class Outbox:
             raise OutboxError(f"record_events on a {self._state} outbox")
         kept = [e for e in events if e.get("type") in SYNCED_EVENT_TYPES]
         if not kept:
+            return 0
+        if self._pending_results + len(kept) > PENDING_MAX_RESULTS:
+            # The flusher cannot keep up (disk failing): memory stays bounded; the loss is counted.
+            self.dropped_results += len(kept)
+            self.metrics.dropped_results.inc(len(kept))
             return 0
         pending = self._pending.get(session_id)
         if pending is None:

@@ -114,8 +114,12 @@ class Relay:
                 if not rows:
                     await self.outbox.wait_rows(IDLE_POLL_S)
                     continue
-                await self._publish_rows(js, rows)
-                self._backoff_s = self.settings.backoff_initial_s
+                while rows:  # windows from one read, so SQLite is read once per relay_read_rows rows
+                    started = asyncio.get_running_loop().time()
+                    sent = len(rows)
+                    rows = await self._publish_rows(js, rows)
+                    self._backoff_s = self.settings.backoff_initial_s
+                    await self._pace(sent - len(rows), started)
             except asyncio.CancelledError:
                 raise
             except _RETRYABLE as exc:
@@ -126,8 +130,19 @@ class Relay:
                 log.exception("relay round failed")
                 await self._back_off(exc)
 
-    async def _publish_rows(self, js: JetStreamContext, rows: list[OutboxRow]) -> None:
-        """Publish one window: the oldest unacked row of each session, concurrently; delete the acked.
+    async def _pace(self, published: int, started: float) -> None:
+        """Keep a catch-up under ``relay_max_rows_per_s``: a backlog must not starve the audio path
+        (the relay shares the event loop, the GIL and the CPU with live sessions)."""
+        limit = self.settings.relay_max_rows_per_s
+        if limit <= 0 or published <= 0:
+            return
+        wait_s = published / limit - (asyncio.get_running_loop().time() - started)
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+
+    async def _publish_rows(self, js: JetStreamContext, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """Publish one window: the oldest unacked row of each session, concurrently; delete the acked;
+        return the rows still to publish (in order).
 
         At most one row per session is in flight, and a session's next row is only sent after the one
         before it was acked, so a failure can never let a later row of a session overtake an earlier
@@ -149,6 +164,8 @@ class Relay:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+        done = set(acked)
+        return [row for row in rows if row.id not in done]
 
     async def _publish(self, js: JetStreamContext, row: OutboxRow) -> None:
         ack = await js.publish(

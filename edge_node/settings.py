@@ -92,6 +92,9 @@ class SyncSettings(BaseModel):
     stream_name: str = Field("SEMINOTE_RESULTS", description="stream the relay expects to store results")
     relay_read_rows: int = Field(512, ge=1, description="outbox rows read per relay round")
     publish_window: int = Field(64, ge=1, description="rows in flight at once (at most one per session)")
+    relay_max_rows_per_s: float = Field(
+        1000.0, ge=0, description="catch-up pace, so a backlog never starves live sessions (0: no limit)"
+    )
     publish_timeout_s: float = Field(2.0, gt=0, description="wait for one JetStream publish ack")
     backoff_initial_s: float = Field(0.1, gt=0, description="first retry delay while NATS is away")
     backoff_max_s: float = Field(5.0, gt=0, description="longest retry delay while NATS is away")
