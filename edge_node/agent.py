@@ -220,6 +220,7 @@ class EdgeAgent:
         self._rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self._report_now = asyncio.Event()  # service lifecycle (issue 8): report before the interval
         self._reported: set[str] = set()
         self._closed = False
         self._log = log.bind(edge_id=identity.edge_id)
@@ -389,7 +390,9 @@ class EdgeAgent:
 
     async def _report_loop(self, write: Callable[[registry_pb2.EdgeMessage], object]) -> None:
         while True:
-            await asyncio.sleep(self.status.report_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report_now.wait(), self.status.report_interval_s)
+            self._report_now.clear()
             await write(self.load_message())  # type: ignore[misc]
 
     async def _command_loop(self, call: grpc.aio.StreamStreamCall,
@@ -418,6 +421,16 @@ class EdgeAgent:
             await write(registry_pb2.EdgeMessage(  # type: ignore[misc]
                 ack=registry_pb2.CommandAck(command_id=cmd.command_id, ok=ok, message=detail)))
             await write(self.load_message())  # type: ignore[misc]  # state change visible at once
+
+    # --- service lifecycle (issue 8): the edge itself is stopping (SIGTERM) --------------------------
+    def announce_drain(self, deadline: float) -> None:
+        """The edge is stopping on its own: stop admitting and report ``accepting=False`` (and, once
+        empty, ``drained``) to the control plane now, not at the next report. ``deadline``: Unix seconds.
+        The caller waits for the sessions itself, so no drain task is started here."""
+        self._cordon(True)
+        self.status.drain_deadline = deadline
+        self._report_now.set()
+    # --- end service lifecycle --------------------------------------------------------------------
 
     def _cordon(self, cordoned: bool) -> None:
         self.status.cordoned = cordoned

@@ -6,18 +6,26 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import time
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from ..agent import EdgeAgent, agent_for_server
+from ..envconfig import EXIT_CONFIG, SettingsInvalid, load_settings
 from ..errors import SeminoteEdgeError
+from ..lifecycle import drain, register_lifecycle_metrics, service_status
 from ..outbox import Outbox
 from ..relay import Relay
+from ..sdnotify import PROTOCOL_ENV, Notifier, NotifyConfig
 from ..settings import EdgeSettings
 from ..signaling import MANAGER_KEY, create_app
+
+STOP_MARGIN_S = 10.0  # systemd stop-timeout slack beyond the final teardown's own limits
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -60,34 +68,61 @@ def configure_logging(fmt: str = "auto") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 0 after a clean stop, 2 when the settings are wrong (one line per wrong setting)."""
     configure_logging(args.log_format)
+    # service lifecycle (issue 8): the systemd protocol's variables are read here, once, and removed
+    # so that no child process notifies on the daemon's behalf.
+    notify = NotifyConfig.from_environ(os.environ)
+    for name in PROTOCOL_ENV:
+        os.environ.pop(name, None)
     try:
-        settings = EdgeSettings(_env_file=args.env_file) if args.env_file else EdgeSettings()
+        settings, warnings = load_settings(EdgeSettings, Path(args.env_file) if args.env_file else None,
+                                           os.environ)
+    except SettingsInvalid as exc:
+        for line in exc.lines:
+            print(f"seminote-edge serve: invalid settings: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    for line in warnings:
+        structlog.get_logger("edge_node.serve").warning(line)
+    try:
         updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         if updates:
             settings = settings.model_copy(update={"server": settings.server.model_copy(update=updates)})
         app = create_app(settings)
     except SeminoteEdgeError as exc:
         print(f"seminote-edge serve: error: {exc}", file=sys.stderr)
-        return 1
-    asyncio.run(serve(app, settings))
+        return EXIT_CONFIG
+    asyncio.run(serve(app, settings, notify))
     return 0
 
 
-async def serve(app: web.Application, settings: EdgeSettings) -> None:
-    """Run until SIGINT/SIGTERM; then stop taking sessions, end the open ones, stop the server."""
+async def serve(app: web.Application, settings: EdgeSettings, notify: NotifyConfig | None = None) -> None:
+    """Run until SIGINT/SIGTERM; then stop taking sessions, tell the control plane, let the open ones
+    finish up to ``service.drain_timeout_s``, end the rest, stop the server, flush the outbox.
+
+    ``notify`` (systemd ``Type=notify``): READY=1 once listening, STATUS= lines, WATCHDOG=1 from this
+    event loop, STOPPING=1 and EXTEND_TIMEOUT_USEC during the drain. A second signal cuts the drain short.
+    """
     log = structlog.get_logger("edge_node.serve")
     structlog.contextvars.bind_contextvars(edge_id=settings.edge_id)
     stop = asyncio.Event()
+    cut_short = asyncio.Event()  # service lifecycle (issue 8): a second signal ends the drain
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        (cut_short if stop.is_set() else stop).set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
+    manager = app[MANAGER_KEY]
+    notifier = Notifier(notify or NotifyConfig(), status=lambda: service_status(manager))
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.server.shutdown_grace_s)
     agent: EdgeAgent | None = None
     outbox: Outbox | None = None  # result sync (issue 5)
     relay: Relay | None = None
     await runner.setup()
+    await notifier.start()
     try:
         # result sync (issue 5): sessions record results in the outbox; the relay ships them to NATS.
         if settings.sync.enabled:
@@ -107,16 +142,29 @@ async def serve(app: web.Application, settings: EdgeSettings) -> None:
         agent = agent_for_server(settings, app[MANAGER_KEY], f"http://{host}:{port}")
         if agent is not None:
             await agent.start()
+        register_lifecycle_metrics(manager.metrics.registry, manager)
+        notifier.ready(service_status(manager))
         await stop.wait()
-        log.info("edge stopping", sessions=app[MANAGER_KEY].count)
-        app[MANAGER_KEY].drain()
+        # service lifecycle (issue 8): stop taking sessions, tell systemd and the control plane, drain.
+        timeout_s = settings.service.drain_timeout_s
+        log.info("edge stopping", sessions=manager.count, drain_timeout_s=timeout_s)
+        manager.drain()
+        notifier.stopping(service_status(manager, draining=True))
+        if agent is not None:
+            agent.announce_drain(time.time() + timeout_s)
+        left = await drain(manager, timeout_s, notifier, cut_short)
+        log.info("edge drained", sessions_left=left, cut_short=cut_short.is_set())
     finally:
+        # Ending the rest, the server and the outbox flush each take at most about shutdown_grace_s.
+        notifier.extend_timeout(3 * settings.server.shutdown_grace_s + STOP_MARGIN_S)
         if agent is not None:
             await agent.aclose()
         await runner.cleanup()
         if relay is not None:  # result sync (issue 5): sessions are closed, so flush the outbox last
+            notifier.status("flushing the outbox")
             await relay.drain(settings.server.shutdown_grace_s)
             await relay.aclose()
         if outbox is not None:
             await outbox.aclose()
+        await notifier.aclose()
     log.info("edge stopped")
