@@ -106,7 +106,7 @@ def cost() -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("bench/results/scoring.json"))
-    ap.add_argument("--quick", action="store_true", help="4 held-out performances instead of 12")
+    ap.add_argument("--quick", action="store_true", help="4 held-out performances instead of 20")
     args = ap.parse_args()
     seeds = QUICK_SEEDS if args.quick else HELDOUT_SEEDS
     result = {

@@ -24,7 +24,7 @@ ONSET_MATCH_S = 0.07  # a verdict's played onset within this of a performed note
 LATENCY_LIMIT_S = 0.3
 TUNING_SOUNDFONT = "FluidR3_GM.sf2"
 HELDOUT_SOUNDFONT = "TimGM6mb.sf2"
-HELDOUT_SEEDS = range(1000, 1012)
+HELDOUT_SEEDS = range(1000, 1020)
 MELODY_REGISTER = (55, 84)  # where the light-mode pitch tracker is reliable
 
 
