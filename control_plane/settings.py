@@ -121,6 +121,16 @@ class ResultSyncSettings(BaseModel):
 # --- end result sync -------------------------------------------------------------------------------
 
 
+# --- service lifecycle (issue 8: metrics listener) -------------------------------------------------
+class MetricsSettings(BaseModel):
+    """Prometheus ``GET /metrics`` on its own listener (``control_plane.metrics``); off while ``port``
+    is unset, so that tests and tools starting several control planes do not fight over a port."""
+
+    host: str = Field("127.0.0.1", description="address of the metrics listener")
+    port: int | None = Field(None, ge=0, le=65535, description="metrics port (e.g. 9464); unset: no listener")
+# --- end service lifecycle -------------------------------------------------------------------------
+
+
 class ControlSettings(BaseSettings):
     """All settings of one control-plane process."""
 
@@ -136,6 +146,7 @@ class ControlSettings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     tickets: TicketSettings = TicketSettings()
     sync: ResultSyncSettings = ResultSyncSettings()  # result sync (issue 5)
+    metrics: MetricsSettings = MetricsSettings()  # Prometheus listener (issue 8)
 
     @property
     def db_path(self) -> Path:
