@@ -1,8 +1,8 @@
 """Online score follower: aligns played notes to a reference piece, causally, with a tempo model.
 
 Model. A hypothesis is "the student's last played onset group realised reference group ``pos``", with
-a tempo model (a robust line from written time to performance time through the recent matched
-onsets) and an accumulated cost (a negative log-likelihood, roughly). Each new played onset group
+a tempo model (a robust fit from written time to performance time through the recent matched
+onsets; see :class:`Tempo`) and an accumulated cost (a negative log-likelihood, roughly). Each new played onset group
 extends every hypothesis by one of:
 
 - *match* reference group ``j`` (``pos < j <= pos + 1 + MAX_SKIP_GROUPS``), the groups in between
@@ -13,7 +13,7 @@ extends every hypothesis by one of:
   after a pause; the tempo line is re-anchored, the tempo ratio kept.
 
 Hypotheses ending at the same ``pos`` are merged (Viterbi), and only the ``BEAM_WIDTH`` cheapest are
-kept. This is a beam-pruned HMM/DTW over onset groups, so a tempo of 0.4x-1.8x the written one,
+kept. This is a beam-pruned HMM/DTW over onset groups, so a tempo of 0.4x-2.5x the written one,
 drift and rubato are followed by the tempo model, and spurious or lost transcription notes cost one
 *extra* or *missed* instead of derailing the alignment.
 
@@ -55,10 +55,10 @@ COST_RESTART_PER_BAR = 0.15  # restarts a few bars back are likelier than far ba
 COST_RESTART_FAR = 2.0  # ...up to this much more
 COST_RESTART_TO_START = 1.0  # ...except from the very beginning
 COST_HESITATION = 3.0  # going on with the next group after a pause (instead of a timing cost)
-COST_START_ELSEWHERE = 3.0
-COST_EXTRA_UNEXPECTED = 2.5
+COST_START_ELSEWHERE = 3.0  # starting at a bar other than the first
+COST_EXTRA_UNEXPECTED = 2.5  # on top of COST_EXTRA: a played note is more likely meant than added
 COST_MISSED_CHORD_NOTE = 1.0  # a skipped (or added) chord is one slip, not one per key
-COST_EXTRA_CHORD_NOTE = 1.0  # on top of COST_EXTRA: a played note is more likely meant than added  # starting at a bar other than the first
+COST_EXTRA_CHORD_NOTE = 1.0
 TIMING_COST_CAP = 6.0
 TIMING_SIGMA_ABS_S = 0.03  # timing noise: absolute part...
 TIMING_SIGMA_REL = 0.1  # ...plus this fraction of the expected gap since the last matched onset
@@ -83,8 +83,11 @@ TRAILING_MISSED_GROUPS = 3  # at the end, at most this many unreached final grou
 class Tempo:
     """Recent matched (written s, performance s) onsets and the tempo ratio they imply.
 
-    Immutable; the fitted line is computed on first use and cached, because most hypotheses are
-    pruned before anyone asks.
+    The line: Theil-Sen slope and a median intercept through the newest onsets (robust start), then
+    Huber-weighted least squares (an early or late note barely moves it); from
+    ``TEMPO_CURVE_MIN_ANCHORS`` onsets on, the tangent at the newest onset of a weighted quadratic,
+    so accelerando/ritardando is extrapolated without lag. Immutable; the fit is computed on first
+    use and cached, because most hypotheses are pruned before anyone asks.
     """
 
     __slots__ = ("_line", "_line_done", "anchors", "prior", "ratio_known")
