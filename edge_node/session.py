@@ -39,6 +39,7 @@ from .metrics import EdgeMetrics
 from .outbox import Outbox
 from .pipeline import StreamingPipeline
 from .receiver import DEFAULT_FRAME_SAMPLES, AudioReceivePath, install
+from .rtc import tune_sockets
 from .settings import AnalysisSettings, Mode, ServerSettings
 from .tickets import TicketClaims
 
@@ -49,6 +50,9 @@ MODES: tuple[Mode, ...] = ("light", "detailed")
 MAX_OUTBOX_EVENTS = 2000  # events held while the feedback channel is not open yet
 ERROR_EVENT_MIN_INTERVAL_S = 1.0  # per error code, for errors a client can provoke at will
 CLOSE_FLUSH_S = 1.0  # at a graceful end, time given to the data channel to drain
+
+# (metrics, child counter) per event type: labels() costs more than the increment on the hot path.
+_EVENT_COUNTERS: dict[str, tuple[EdgeMetrics, Any]] = {}
 
 State = Literal["new", "connecting", "live", "closing", "closed"]
 
@@ -186,6 +190,7 @@ class PracticeSession:
                 self._read_stock_track(transceiver.receiver.track), name=f"edge-session-{self.id}-track"
             )
         await pc.setLocalDescription(await pc.createAnswer())
+        tune_sockets(pc)
         local = pc.localDescription
         assert local is not None
         return local.sdp
@@ -286,7 +291,10 @@ class PracticeSession:
     def _send_event(self, event: Event) -> None:
         if self._t_offset_s:
             event["t"] = round(event["t"] + self._t_offset_s, 6)
-        self.metrics.events_sent.labels(event["type"]).inc()
+        counter = _EVENT_COUNTERS.get(event["type"])
+        if counter is None or counter[0] is not self.metrics:
+            counter = _EVENT_COUNTERS[event["type"]] = (self.metrics, self.metrics.events_sent.labels(event["type"]))
+        counter[1].inc()
         self._send_text(to_json(event))
         if self.results is not None:  # result sync (issue 5): note/score/summary → outbox (memory only)
             self.results.record_event(self.id, self.claims.user, event)
