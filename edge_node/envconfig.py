@@ -17,7 +17,7 @@ share the prefixes (``SEMINOTE_CONTROL_ADDR`` is ``seminotectl``'s). The daemons
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
@@ -128,11 +128,14 @@ def unknown_keys(cls: type[BaseSettings], keys: list[str]) -> list[tuple[str, st
     return out
 
 
-def load_settings(cls: type[S], env_file: Path | None, environ: Mapping[str, str]) -> tuple[S, list[str]]:
+def load_settings(
+    cls: type[S], env_file: Path | None, environ: Mapping[str, str], other_tools: Collection[str] = ()
+) -> tuple[S, list[str]]:
     """Build ``cls`` from the process environment (pydantic-settings reads it) and ``env_file``.
 
     ``environ`` is the process environment as the entry point sees it (``os.environ``), used to
-    report unknown prefixed variables. Returns the settings and warnings; raises
+    report unknown prefixed variables except ``other_tools`` (variables of other programs that share
+    the prefix). Returns the settings and warnings; raises
     :class:`SettingsInvalid` naming every wrong setting.
     """
     problems: list[str] = []
@@ -150,7 +153,7 @@ def load_settings(cls: type[S], env_file: Path | None, environ: Mapping[str, str
         for key, close in unknown_keys(cls, file_keys):
             hint = f" (did you mean {close}?)" if close else ""
             problems.append(f"{key} in {env_file}: unknown setting{hint}")
-    for key, close in unknown_keys(cls, [k for k in environ if k not in file_keys]):
+    for key, close in unknown_keys(cls, [k for k in environ if k not in file_keys and k not in other_tools]):
         hint = f" (did you mean {close}?)" if close else ""
         warnings.append(f"{key} in the environment: not a setting of this program, ignored{hint}")
     try:
