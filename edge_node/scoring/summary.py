@@ -153,7 +153,10 @@ def _feedback(
             sentence += ", slowing down towards the end"
         out.append(sentence + ".")
     if restarts:
-        out.append(f"Restarted {restarts} time{'s' if restarts > 1 else ''} from an earlier bar.")
+        bars = sorted({j.bar for j in judgements if j.restart and j.bar is not None})
+        where = f" from bar{'s' if len(bars) > 1 else ''} {', '.join(map(str, bars))}" if bars else ""
+        times = "once" if restarts == 1 else f"{restarts} times"
+        out.append(f"Restarted {times}{where}.")
     if unreached_groups > 0 and judged:
         last_bar = max((j.bar for j in judgements if j.bar is not None), default=1)
         out.append(f"Stopped in bar {last_bar} of {piece.n_bars}.")
