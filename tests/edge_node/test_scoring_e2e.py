@@ -77,6 +77,9 @@ def test_restarts_are_recognised(tuning_results: list[tuple[Performance, ScoreOb
         replayed = [j for j in observer.judgements
                     if j.played is not None and j.t >= restart_s and j.verdict == "correct"]
         assert replayed and min(j.ref_index or 0 for j in replayed[:3]) <= (perf.restart_ref_index or 0) + 2
+        bar = perf.piece.notes[perf.restart_ref_index or 0].bar
+        feedback = observer.events[-1]["feedback"]  # type: ignore[attr-defined]
+        assert any(line.startswith("Restarted") and f"bar {bar}" in line for line in feedback), feedback
 
 
 def test_more_mistakes_never_score_higher_on_rendered_audio() -> None:
