@@ -1,8 +1,8 @@
 """Dynamics: RMS level in dBFS and a MIDI-velocity estimate per onset.
 
 The velocity of an onset is estimated from the power the new note adds: the peak power of the
-``ATTACK_HOPS`` hops after the onset minus the power just before it (so a chord over a sustained note
-is judged by what it adds). The map from added level (dBFS) to velocity is affine and clipped, fitted
+``ATTACK_HOPS`` hops after the onset minus the quietest hop of the 40 ms before its chunk (so a chord
+over a sustained note is judged by what it adds). The map from added level (dBFS) to velocity is affine and clipped, fitted
 on renders of the tuning set (``bench/calibrate_velocity.py``); its coefficients are below.
 """
 
@@ -14,7 +14,6 @@ import numpy as np
 from numba import njit
 
 ATTACK_HOPS = 6  # 30 ms after the onset
-PRE_HOPS = 2  # 10 ms before it
 SILENCE_DBFS = -90.0
 
 # velocity = VEL_SLOPE * level_dbfs + VEL_INTERCEPT, fitted on the tuning set

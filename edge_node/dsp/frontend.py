@@ -155,13 +155,9 @@ class KernelFrontEnd:
         chunk_power = dynamics.hop_powers(chunk, onset.HOP_SAMPLES, self._hop_pow)
         f0, conf, win_power = pitch.yin(hist, float(SAMPLE_RATE))
 
-        # attack tracking for onsets found earlier (peak power over the attack hops)
-        for att in self._attacks:
-            for h in range(HOPS_PER_CHUNK):
-                hop_end = base_sample + HIST_SAMPLES - CHUNK + (h + 1) * onset.HOP_SAMPLES
-                if hop_end > att.onset_pos and att.hops_seen < dynamics.ATTACK_HOPS:
-                    att.hops_seen += 1
-                    att.peak_power = max(att.peak_power, float(self._hop_pow[h]))
+        chunk_start = self.samples_seen - CHUNK
+        for att in self._attacks:  # onsets of earlier chunks still in their attack
+            self._track_attack(att, chunk_start)
         self._attacks = [a for a in self._attacks if a.hops_seen < dynamics.ATTACK_HOPS]
 
         for i in range(found):
@@ -171,12 +167,7 @@ class KernelFrontEnd:
             out.append(("onset", t, {"strength": round(strength, 3)}))
             pre = min(self._recent_hop_pow) if self._recent_hop_pow else 0.0
             note = _PendingNote(pos, t, strength, pre)
-            # hops of this chunk after the onset already count towards its attack
-            for h in range(HOPS_PER_CHUNK):
-                hop_end = base_sample + HIST_SAMPLES - CHUNK + (h + 1) * onset.HOP_SAMPLES
-                if hop_end > pos:
-                    note.hops_seen += 1
-                    note.peak_power = max(note.peak_power, float(self._hop_pow[h]))
+            self._track_attack(note, chunk_start)  # this chunk's hops after the onset count already
             self._attacks.append(note)
             self._pending_notes.append(note)
             self._onset_times.append(t)
@@ -216,6 +207,14 @@ class KernelFrontEnd:
             )
             if bpm > 0:
                 out.append(("tempo", end_s, {"bpm": round(bpm, 2), "confidence": round(tconf, 3)}))
+
+    def _track_attack(self, note: _PendingNote, chunk_start: int) -> None:
+        """Fold this chunk's hops that end after the onset into the note's attack peak power."""
+        for h in range(HOPS_PER_CHUNK):
+            hop_end = chunk_start + (h + 1) * onset.HOP_SAMPLES
+            if hop_end > note.onset_pos and note.hops_seen < dynamics.ATTACK_HOPS:
+                note.hops_seen += 1
+                note.peak_power = max(note.peak_power, float(self._hop_pow[h]))
 
     def _track_noise(self, level_db: float) -> float:
         """Noise floor: the quietest chunk of the last few seconds (min over 1 s buckets)."""
