@@ -162,10 +162,14 @@ async def wait_stored(cloud: Cloud, want: int, timeout_s: float) -> float:
     return time.monotonic() - start
 
 
+def relay_pace(args: argparse.Namespace) -> dict[str, float]:
+    return {} if args.relay_max_rows_per_s is None else {"relay_max_rows_per_s": args.relay_max_rows_per_s}
+
+
 async def bench_backlog(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     cloud = Cloud(tmp / "backlog")
     settings = SyncSettings(enabled=True, outbox_path=tmp / "backlog-outbox.db", nats_urls=[cloud.url],
-                            flush_interval_ms=60_000, outbox_max_rows=10_000_000)
+                            flush_interval_ms=60_000, outbox_max_rows=10_000_000, **relay_pace(args))
     per_session = args.backlog // args.sessions
     total = per_session * args.sessions
     async with Outbox(settings, "bench-edge") as outbox:
@@ -203,7 +207,7 @@ async def bench_backlog(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 async def bench_sustained(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     cloud = Cloud(tmp / "sustained")
     settings = SyncSettings(enabled=True, outbox_path=tmp / "sustained-outbox.db", nats_urls=[cloud.url],
-                            flush_interval_ms=200)
+                            flush_interval_ms=200, **relay_pace(args))
     cloud.start()
     tick_s = 0.02
     per_tick = args.rate * tick_s
@@ -424,6 +428,8 @@ def main() -> int:
     parser.add_argument("--results-per-row", type=int, default=8, help="results per outbox row in the backlog")
     parser.add_argument("--rate", type=float, default=6_000.0, help="sustained: results/s produced")
     parser.add_argument("--duration-s", type=float, default=20.0, help="sustained: production time")
+    parser.add_argument("--relay-max-rows-per-s", type=float, default=None,
+                        help="backlog/sustained: relay pace (default: the setting's default; 0: unpaced)")
     parser.add_argument("--query-results", type=int, default=1_000_000)
     parser.add_argument("--user-sessions", type=int, default=1_000)
     parser.add_argument("--queries", type=int, default=200)

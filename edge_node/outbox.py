@@ -57,6 +57,8 @@ SYNCED_EVENT_TYPES: frozenset[str] = frozenset({"note", "score"})
 MESSAGE_VERSION = 1
 PENDING_MAX_RESULTS = 100_000
 """Results held in memory between flushes, at most (reached only while writes to disk fail)."""
+FLUSH_EARLY_RESULTS = 8_192
+"""Results held in memory (all sessions) that trigger a write before the flush interval."""
 RowKind = Literal["events", "summary"]
 
 class SyncMetrics:
@@ -204,7 +206,9 @@ class Outbox:
             pending = self._pending[session_id] = _PendingSession(user_id, [])
         pending.events.extend(kept)
         self._pending_results += len(kept)
-        if self._pending_results >= self.settings.batch_max_results:
+        # Write early when a session has a full row, or much is held; otherwise every flush interval,
+        # so rows stay compact (many results each) instead of one row per result.
+        if len(pending.events) >= self.settings.batch_max_results or self._pending_results >= FLUSH_EARLY_RESULTS:
             self._wake_flusher.set()
         return len(kept)
 

@@ -29,6 +29,7 @@ PRODUCER = Path(__file__).with_name("edge_producer.py")
 DEPLOY_NATS = Path(__file__).resolve().parents[2] / "deploy" / "nats"
 _LOOPBACK = re.compile(r"127\.0\.0\.1:(\d+)")
 START_TIMEOUT_S = 20.0
+READ_STREAM_TIMEOUT_S = 90.0
 
 
 def free_port() -> int:
@@ -326,14 +327,29 @@ async def stream_order_violations(nats_urls: list[str], stream: str = "SEMINOTE_
         js = nc.jetstream()
         info = await js.stream_info(stream)
         total = info.state.messages
-        sub = await js.pull_subscribe("seminote.results.>", durable=None, stream=stream,
-                                      config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL,
+        deadline = time.monotonic() + READ_STREAM_TIMEOUT_S
+        while True:
+            try:
+                sub = await js.pull_subscribe("seminote.results.>", durable=None, stream=stream,
+                                              config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL,
                                                                     ack_policy=AckPolicy.NONE))
+                break
+            except nats.errors.TimeoutError:
+                # A cluster that just lost a node may place the new consumer on it: ask again.
+                if time.monotonic() > deadline:
+                    raise
         seen: set[tuple[str, int]] = set()
         last: dict[str, int] = {}
         duplicates = violations = got = 0
         while got < total:
-            for msg in await sub.fetch(min(500, total - got), timeout=5):
+            try:
+                batch = await sub.fetch(min(500, total - got), timeout=5)
+            except nats.errors.TimeoutError:
+                # A cluster that just lost a node can be slow to serve a new consumer: keep asking.
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"read {got} of {total} stream messages") from None
+                continue
+            for msg in batch:
                 got += 1
                 body = json.loads(msg.data)
                 sid = body["session_id"]
