@@ -11,10 +11,12 @@
     │   ├── TicketWrongEdge    issued for another edge
     │   ├── TicketReplayed     already used (tickets are single use)
     │   └── TicketGuardFull    too many unexpired tickets remembered to accept another
+    ├── WhipRefused            (client side) the edge refused a request: ``status``, ``code``, ``message``
     ├── SessionError           a live practice session could not be opened or found
     │   ├── OfferRejected      the SDP offer cannot be served (``code``: malformed_sdp, no_audio, ...)
     │   ├── CapacityExceeded   the edge runs its maximum of sessions (``retry_after_s``)
     │   ├── EdgeDraining       the edge is shutting down or draining (``retry_after_s``)
+    │   ├── EdgeOverloaded     the event loop lags; one more session would hurt the open ones
     │   ├── SessionExists      a session with that id is already open
     │   └── SessionNotFound    no open session has that id
     └── SyncError              result sync (outbox → NATS) failed or was misused
@@ -116,6 +118,16 @@ class EdgeDraining(SessionError):
 
     def __init__(self, retry_after_s: int) -> None:
         super().__init__("edge is draining and takes no new sessions")
+        self.retry_after_s = retry_after_s
+
+
+class EdgeOverloaded(SessionError):
+    """The edge's event loop runs late by ``lag_s``: the open sessions already take all the CPU it
+    gets, and one more would delay everyone's feedback. Try another edge or after ``retry_after_s``."""
+
+    def __init__(self, lag_s: float, retry_after_s: int) -> None:
+        super().__init__(f"edge is overloaded (event loop {lag_s * 1000:.0f} ms late)")
+        self.lag_s = lag_s
         self.retry_after_s = retry_after_s
 
 

@@ -71,6 +71,11 @@ class EdgeMetrics:
             "seminote_edge_errors", "Error events sent to clients, by code", ["code"], registry=r
         )
 
+        self.loop_lag = Gauge(
+            "seminote_edge_event_loop_lag_seconds",
+            "How late the session watchdog woke up: above server.overload_lag_ms new sessions get 503",
+            registry=r,
+        )
         # Leak watch: resident memory, CPU and fds (process_*), asyncio tasks and threads.
         ProcessCollector(registry=r)
         Gauge(

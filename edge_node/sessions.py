@@ -27,6 +27,7 @@ from .audio import CHUNK_SAMPLES
 from .errors import (
     CapacityExceeded,
     EdgeDraining,
+    EdgeOverloaded,
     SessionExists,
     SessionNotFound,
     TicketForged,
@@ -43,6 +44,7 @@ log = structlog.get_logger(__name__)
 
 CLOSE_TIMEOUT_S = 5.0  # one peer connection's teardown, at most
 WARM_UP_CHUNKS = 10
+LAG_HALF_LIFE_S = 2.0  # how long an event-loop lag spike keeps counting against admission
 
 
 def _load_malloc_trim() -> Any:
@@ -94,6 +96,7 @@ class SessionManager:
         self.replay_guard = ReplayGuard(self.server.replay_guard_max_entries)
         self.sessions: dict[str, PracticeSession] = {}
         self._reserved = 0
+        self.loop_lag_s = 0.0  # how late the watchdog's last wake-up was: the edge's CPU headroom
         self._closed_since_trim = 0
         self._draining = False
         self._state = "new"
@@ -143,9 +146,14 @@ class SessionManager:
     # --- end control-plane agent ------------------------------------------------------------------
 
     @property
+    def overloaded(self) -> bool:
+        limit_ms = self.server.overload_lag_ms
+        return limit_ms > 0 and self.loop_lag_s * 1000.0 > limit_ms
+
+    @property
     def accepting(self) -> bool:
         return (
-            self._state == "running" and not self._draining
+            self._state == "running" and not self._draining and not self.overloaded
             and len(self.sessions) + self._reserved < self.server.max_sessions
         )
 
@@ -168,6 +176,8 @@ class SessionManager:
             raise EdgeDraining(self.server.retry_after_s)
         if len(self.sessions) + self._reserved >= self.server.max_sessions:
             raise CapacityExceeded(self.server.max_sessions, self.server.retry_after_s)
+        if self.overloaded:
+            raise EdgeOverloaded(self.loop_lag_s, self.server.retry_after_s)
         if claims.session_id in self.sessions:
             raise SessionExists(f"session {claims.session_id!r} is already open")
         self.replay_guard.check_and_remember(claims, now)
@@ -227,9 +237,15 @@ class SessionManager:
 
     # ---------------------------------------------------------------- tasks
     async def _watchdog(self) -> None:
+        interval = self.server.watchdog_interval_s
         while True:
-            await asyncio.sleep(self.server.watchdog_interval_s)
+            before = time.monotonic()
+            await asyncio.sleep(interval)
             now = time.monotonic()
+            # A spike is remembered with a half-life, so admission does not flap between wake-ups.
+            decayed = self.loop_lag_s * 0.5 ** ((now - before) / LAG_HALF_LIFE_S)
+            self.loop_lag_s = max(0.0, now - before - interval, decayed)
+            self.metrics.loop_lag.set(self.loop_lag_s)
             self.replay_guard.prune(time.time())
             if self._closed_since_trim:
                 self._closed_since_trim = 0

@@ -59,6 +59,9 @@ class ServerSettings(BaseModel):
     media_timeout_s: float = Field(5.0, gt=0, description="silence on the wire (no RTP) that ends a session")
     max_session_s: float = Field(4 * 3600.0, gt=0, description="hard cap on one session's length")
     watchdog_interval_s: float = Field(1.0, gt=0, description="how often sessions are checked for timeouts")
+    overload_lag_ms: float = Field(
+        500.0, ge=0, description="event-loop lag above which new sessions are refused (503); 0: never"
+    )
     reorder_window_ms: float = Field(
         20.0, ge=0, description="how long an audio gap waits for a late packet before it is concealed"
     )

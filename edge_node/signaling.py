@@ -35,6 +35,7 @@ from .errors import (
     CapacityExceeded,
     ConfigError,
     EdgeDraining,
+    EdgeOverloaded,
     OfferRejected,
     SessionExists,
     SessionNotFound,
@@ -182,8 +183,8 @@ async def whip_offer(request: web.Request) -> web.StreamResponse:
         metrics.offers_rejected.labels(exc.code).inc()
         status = 400 if exc.code == "malformed_sdp" else 422
         return _error(status, exc.code, exc.reason)
-    except (CapacityExceeded, EdgeDraining) as exc:
-        code = "at_capacity" if isinstance(exc, CapacityExceeded) else "draining"
+    except (CapacityExceeded, EdgeDraining, EdgeOverloaded) as exc:
+        code = {CapacityExceeded: "at_capacity", EdgeDraining: "draining", EdgeOverloaded: "overloaded"}[type(exc)]
         metrics.offers_rejected.labels(code).inc()
         return _error(503, code, exc.reason, {"Retry-After": str(exc.retry_after_s)})
     except SessionExists as exc:

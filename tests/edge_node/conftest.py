@@ -70,6 +70,9 @@ async def edge_factory(ticket_key: Ed25519PrivateKey) -> AsyncIterator[EdgeFacto
     runners: list[web.AppRunner] = []
 
     async def start(**server_overrides: Any) -> Edge:
+        # A loaded CI machine must not turn admission tests into overload refusals; the overload
+        # test turns it back on.
+        server_overrides.setdefault("overload_lag_ms", 0.0)
         server = ServerSettings(ticket_private_key=private_key_pem(ticket_key), **server_overrides)
         app = create_app(EdgeSettings(edge_id=EDGE_ID, server=server))
         runner = web.AppRunner(app)
