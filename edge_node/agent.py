@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 AGENT_VERSION = "seminote-edge/0.1"
 MIN_REPORT_INTERVAL_S = 0.1  # whatever the control plane asks, never report more often than this
+REPORT_JITTER = 0.1  # each report interval is stretched or shrunk by up to this fraction
 _MODE_TO_PB = {"light": edge_pb2.MODE_LIGHT, "detailed": edge_pb2.MODE_DETAILED}
 
 
@@ -389,11 +390,15 @@ class EdgeAgent:
                        registrations=st.registrations, cordoned=st.cordoned)
 
     async def _report_loop(self, write: Callable[[registry_pb2.EdgeMessage], object]) -> None:
+        """Reports every interval ± REPORT_JITTER, the first at a random point of the first interval
+        (edges that registered together must not report in lockstep bursts), or at once when asked."""
+        delay = self.status.report_interval_s * self._rng.uniform(0.1, 1.0)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._report_now.wait(), self.status.report_interval_s)
+                await asyncio.wait_for(self._report_now.wait(), delay)
             self._report_now.clear()
             await write(self.load_message())  # type: ignore[misc]
+            delay = self.status.report_interval_s * self._rng.uniform(1.0 - REPORT_JITTER, 1.0 + REPORT_JITTER)
 
     async def _command_loop(self, call: grpc.aio.StreamStreamCall,
                             write: Callable[[registry_pb2.EdgeMessage], object]) -> None:
