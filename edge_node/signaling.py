@@ -243,12 +243,15 @@ async def patch_session(request: web.Request) -> web.StreamResponse:
             continue
         try:
             candidate = candidate_from_sdp(line.removeprefix("a="))
-        except (ValueError, IndexError):
+        except Exception:  # aioice's parser raises whatever the bad field provokes
             return _error(400, "malformed_candidate", "a candidate line does not parse")
         candidate.sdpMid = next(
             (t.mid for t in pc.getTransceivers() if t.kind == "audio"), None
         )
-        await pc.addIceCandidate(candidate)
+        try:
+            await pc.addIceCandidate(candidate)
+        except Exception as exc:  # aioice refuses candidates it cannot use (closed, bad address)
+            return _error(400, "candidate_refused", f"candidate refused: {type(exc).__name__}")
         added += 1
     return web.Response(status=204, headers={"X-Candidates-Added": str(added)})
 

@@ -226,3 +226,25 @@ async def test_overloaded_edge_refuses_new_sessions_until_it_catches_up(edge_fac
         await asyncio.sleep(0.1)
     assert (await post(edge, await make_offer(), edge.ticket()))[0] == 201
     assert edge.manager.count == 2
+
+
+async def test_patch_takes_trickle_candidates_and_refuses_ice_restarts(edge: Edge) -> None:
+    ticket = edge.ticket(session_id="trickle")
+    offer = await make_offer()
+    assert (await post(edge, offer, ticket))[0] == 201
+    url = edge.base_url + "/v1/sessions/trickle"
+    auth = {"Authorization": f"Bearer {ticket}"}
+    ufrag = next(line for line in offer.splitlines() if line.startswith("a=ice-ufrag:"))
+    frag = f"{ufrag}\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n"
+    async with aiohttp.ClientSession() as http:
+        async with http.patch(url, data=frag, headers={**auth, "Content-Type": "application/trickle-ice-sdpfrag"}) as r:
+            assert r.status == 204 and r.headers["X-Candidates-Added"] == "1"
+        async with http.patch(url, data=frag, headers={**auth, "Content-Type": "text/plain"}) as r:
+            assert r.status == 415
+        restart = "a=ice-ufrag:brandnew\r\na=ice-pwd:brandnewpasswordbrandnew00\r\n"
+        async with http.patch(url, data=restart, headers={**auth, "Content-Type": "application/trickle-ice-sdpfrag"}) as r:
+            assert r.status == 422 and (await r.json())["error"] == "ice_restart_unsupported"
+        bad = f"{ufrag}\r\na=candidate:garbage\r\n"
+        async with http.patch(url, data=bad, headers={**auth, "Content-Type": "application/trickle-ice-sdpfrag"}) as r:
+            assert r.status == 400
+    assert edge.manager.count == 1
