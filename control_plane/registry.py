@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import heapq
 import math
 import re
 import time
@@ -47,6 +48,7 @@ MAX_URL_CHARS = 2048
 MAX_CAPACITY = 100_000
 MAX_FIELD_CHARS = 256
 MAX_FEATURES = 32
+TOUCH_INTERVAL_S = 5.0  # how often "last seen" times are written to the store
 
 
 class EdgeState(enum.StrEnum):
@@ -271,6 +273,9 @@ class Registry:
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
         self._seen: dict[str, float] = {}
+        self._last_touch_mono = 0.0
+        # (expiry, edge_id, session_id) of routed sessions; entries already connected are skipped lazily.
+        self._pending_heap: list[tuple[float, str, str]] = []
         self.on_change: list[asyncio.Event] = []  # set whenever an edge's state or load changes
 
     async def __aenter__(self) -> Registry:
@@ -553,7 +558,9 @@ class Registry:
         """Counts a just-routed session against the edge until it connects or ``pending_ttl_s`` passes."""
         entry = self.edges.get(edge_id)
         if entry is not None:
-            entry.pending[session_id] = time.monotonic() + self.settings.pending_ttl_s
+            expiry = time.monotonic() + self.settings.pending_ttl_s
+            entry.pending[session_id] = expiry
+            heapq.heappush(self._pending_heap, (expiry, edge_id, session_id))
             if entry.slot >= 0:
                 self._regions[entry.region].in_use[entry.slot] += 1
 
@@ -562,35 +569,37 @@ class Registry:
     async def sweep(self) -> None:
         """Marks silent edges stale, expires pending routes and long-gone edges, ends overdue drains."""
         mono, now = time.monotonic(), time.time()
-        changed: list[EdgeEntry] = []
+        changed: dict[str, EdgeEntry] = {}
+        heap = self._pending_heap
+        while heap and heap[0][0] <= mono:
+            expiry, edge_id, sid = heapq.heappop(heap)
+            pending_entry = self.edges.get(edge_id)
+            if pending_entry is not None and pending_entry.pending.get(sid) == expiry:
+                del pending_entry.pending[sid]
+                self.store.session_changed(sid, state="expired")
+                changed[edge_id] = pending_entry
         removed = False
         for entry in list(self.edges.values()):
-            dirty = False
             if entry.connected and not entry.stale and mono - entry.last_report_mono > self.settings.ttl_s:
                 entry.stale = True
-                dirty = True
+                changed[entry.edge_id] = entry
                 log.warning("edge stale", edge_id=entry.edge_id, silent_s=round(mono - entry.last_report_mono, 1))
-            if entry.pending:
-                expired = [sid for sid, until in entry.pending.items() if until <= mono]
-                for sid in expired:
-                    del entry.pending[sid]
-                    self.store.session_changed(sid, state="expired")
-                dirty = dirty or bool(expired)
             if entry.drain_deadline and not entry.drained and now >= entry.drain_deadline and not entry.sessions:
                 entry.drained = True
-                dirty = True
+                changed[entry.edge_id] = entry
             if not entry.connected and mono - entry.disconnected_mono > self.settings.remove_after_s:
                 self._unindex(entry)
                 for sid in entry.sessions:  # gone with the edge; nobody will report them ended
                     self.store.session_changed(sid, state="ended")
                 await self.store.delete_edge(entry.edge_id)
                 log.info("edge removed", edge_id=entry.edge_id)
+                changed.pop(entry.edge_id, None)
                 removed = True
-            elif dirty:
-                changed.append(entry)
-        seen, self._seen = self._seen, {}
-        await self.store.touch_edges(seen)
-        for entry in changed:
+        if mono - self._last_touch_mono >= TOUCH_INTERVAL_S:
+            self._last_touch_mono = mono
+            seen, self._seen = self._seen, {}
+            await self.store.touch_edges(seen)
+        for entry in changed.values():
             self._changed(entry)
         if removed and not changed:
             self._changed()
