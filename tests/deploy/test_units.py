@@ -21,6 +21,8 @@ from control_plane.settings import ControlSettings
 from edge_node.envconfig import load_settings
 from edge_node.settings import EdgeSettings
 
+from .conftest import MDWE_PRELUDE, mdwe_supported
+
 REPO = Path(__file__).resolve().parents[2]
 UNIT_DIR = REPO / "deploy" / "systemd"
 UNITS = ("seminote-edge.service", "seminote-control.service")
@@ -28,7 +30,6 @@ INSTALLED_BIN = "/opt/seminote/venv/bin/"
 MAX_EXPOSURE = 2.0
 ANALYZE_TIMEOUT_S = 60
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
-PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 
 needs_analyze = pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed "
                                    "(scripts/setup.sh installs the systemd package)")
@@ -95,24 +96,10 @@ def test_edge_unit_points_numba_cache_at_its_cache_directory() -> None:
     assert "\nMemoryDenyWriteExecute=" not in text
 
 
-def _mdwe_supported() -> bool:
-    probe = subprocess.run([sys.executable, "-c", MDWE_PRELUDE + "print('ok')"], capture_output=True, text=True,
-                           timeout=30, check=False)
-    return probe.returncode == 0
-
-
-MDWE_PRELUDE = (
-    "import ctypes, os, sys\n"
-    "libc = ctypes.CDLL(None, use_errno=True)\n"
-    f"if libc.prctl({PR_SET_MDWE}, {PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) != 0:\n"
-    "    sys.exit('no MDWE: ' + os.strerror(ctypes.get_errno()))\n"
-)
-
-
 def test_numba_jit_cannot_run_under_memory_deny_write_execute(tmp_path: Path) -> None:
     """Why the edge unit leaves MemoryDenyWriteExecute= off: under the kernel's MDWE (what systemd
     applies for it), numba cannot compile a kernel. If this ever passes, the edge unit can set it."""
-    if not _mdwe_supported():
+    if not mdwe_supported():
         pytest.skip("this kernel has no PR_SET_MDWE (Linux >= 6.3)")
     code = MDWE_PRELUDE + (
         "import numba\n"
