@@ -162,6 +162,9 @@ def bench_speed(item: sets.Item, repeats: int = 3) -> dict[str, Any]:
     us = np.array(per_chunk)
     audio_s = len(chunks) * CHUNK_SAMPLES / SAMPLE_RATE_HZ
     y = render.load(item.audio)
+    # librosa jit-compiles some helpers on first use: warm it on one second before timing
+    librosa.onset.onset_detect(y=y[:SAMPLE_RATE_HZ], sr=SAMPLE_RATE_HZ, units="time")
+    librosa.yin(y[:SAMPLE_RATE_HZ], fmin=55.0, fmax=2200.0, sr=SAMPLE_RATE_HZ, frame_length=4096, hop_length=960)
     t_start = time.perf_counter()
     librosa.onset.onset_detect(y=y, sr=SAMPLE_RATE_HZ, units="time")
     librosa.yin(y, fmin=55.0, fmax=2200.0, sr=SAMPLE_RATE_HZ, frame_length=4096, hop_length=960)
