@@ -6,11 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..audio import iter_file_chunks
+from ..audio import iter_file_chunks, probe_duration_s
 from ..errors import SeminoteEdgeError
 from ..events import Event, to_json
 from ..pipeline import Observer, StreamingPipeline
 from ..settings import EdgeSettings
+from .table import Progress, TableWriter
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,16 +46,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"seminote-edge analyze: error: {exc}", file=sys.stderr)
             return 1
     pipeline = StreamingPipeline(mode=args.mode, settings=settings.analysis, observers=observers)
-    write = _jsonl_writer() if fmt == "jsonl" else _TableWriter(args.audio).write
+    write = _jsonl_writer() if fmt == "jsonl" else TableWriter().write
+    progress = Progress(probe_duration_s(args.audio) if sys.stdout.isatty() else None)
     try:
         for chunk in iter_file_chunks(args.audio):
             for event in pipeline.process(chunk):
                 write(event)
+            progress.update(pipeline.now_s)
         for event in pipeline.finish():
             write(event)
     except SeminoteEdgeError as exc:
+        progress.close()
         print(f"seminote-edge analyze: error: {exc}", file=sys.stderr)
         return 1
+    progress.close()
     sys.stdout.flush()
     return 0
 
@@ -65,11 +70,3 @@ def _jsonl_writer():  # type: ignore[no-untyped-def]
         out.write(to_json(event))
         out.write("\n")
     return write
-
-
-class _TableWriter:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def write(self, event: Event) -> None:
-        print(event)
