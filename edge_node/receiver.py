@@ -13,7 +13,9 @@ loop (a 20 ms Opus frame decodes in ~40 µs):
 - late (its slot was already concealed) or duplicate packets are dropped;
 - concealment keeps the time base: the gap is filled with as many samples as the RTP timestamps say
   were lost (the last sample value decaying to silence in 1 ms, then silence), so event times stay
-  the performance's time; a jump of more than ``MAX_CONCEAL_S`` resynchronises instead.
+  the performance's time; a jump of more than ``MAX_CONCEAL_S``, or more than the wall time since
+  the last decoded packet allows (a hostile client cannot make the edge analyse invented silence faster
+  than real time), resynchronises instead.
 
 :func:`install` hooks this path into an aiortc :class:`~aiortc.RTCRtpReceiver` (its RTCP, stats and
 SSRC bookkeeping keep running; its jitter buffer is replaced by one that discards, so the stock
@@ -41,6 +43,7 @@ log = structlog.get_logger(__name__)
 RTP_CLOCK_HZ = 48_000  # Opus RTP timestamps always count 48 kHz samples (RFC 7587)
 DEFAULT_FRAME_SAMPLES = 960
 MAX_CONCEAL_S = 2.0  # a larger timestamp jump is a discontinuity, not a loss
+CONCEAL_SLACK_S = 0.25  # lost audio may exceed the wall time since the previous packet by this much
 MAX_PENDING_PACKETS = 32  # reorder storage bound, whatever the window
 CONCEAL_FADE_SAMPLES = 48  # 1 ms
 _S16_SCALE = np.float32(1.0 / 32768.0)
@@ -89,6 +92,7 @@ class AudioReceivePath:
         self._pending: dict[int, bytes] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._last_sample = 0.0
+        self._decoded_at: float | None = None  # arrival time of the audio decoded (or concealed) last
         self._closed = False
         self.stats = ReceiveStats()
 
@@ -109,8 +113,13 @@ class AudioReceivePath:
         if ts in self._pending:
             self.stats.duplicates += 1
             return
-        if ts - nxt > MAX_CONCEAL_S * RTP_CLOCK_HZ:
-            # The sender jumped (restart, long pause): decode what waits, then follow the new clock.
+        gap_s = (ts - nxt) / RTP_CLOCK_HZ
+        if gap_s > MAX_CONCEAL_S or (
+            self._decoded_at is not None and gap_s > arrival - self._decoded_at + CONCEAL_SLACK_S
+        ):
+            # The sender jumped (restart, long pause), or claims more lost audio than wall time
+            # allows (which would make the edge analyse concealment faster than real time): decode
+            # what waits, then follow the new clock.
             self._flush_pending(arrival)
             self.stats.discontinuities += 1
             self._next_ts = ts
@@ -175,6 +184,7 @@ class AudioReceivePath:
 
     def _decode(self, payload: bytes, arrival: float) -> None:
         assert self._next_ts is not None
+        self._decoded_at = arrival
         try:
             frames = self._decoder.decode(av.Packet(payload))
         except (av.error.FFmpegError, ValueError):
@@ -205,6 +215,7 @@ class AudioReceivePath:
     def _conceal(self, n_samples: int, arrival: float) -> None:
         if n_samples <= 0:
             return
+        self._decoded_at = arrival
         fill = np.zeros(n_samples, dtype=np.float32)
         k = min(CONCEAL_FADE_SAMPLES, n_samples)
         fill[:k] = self._last_sample * np.linspace(1.0, 0.0, k, endpoint=False, dtype=np.float32)

@@ -47,6 +47,7 @@ log = structlog.get_logger(__name__)
 
 FEEDBACK_LABEL = "feedback"
 MODES: tuple[Mode, ...] = ("light", "detailed")
+MAX_OFFER_CANDIDATES = 64  # each one costs connectivity checks; real clients offer a handful
 MAX_OUTBOX_EVENTS = 2000  # events held while the feedback channel is not open yet
 ERROR_EVENT_MIN_INTERVAL_S = 1.0  # per error code, for errors a client can provoke at will
 CLOSE_FLUSH_S = 1.0  # at a graceful end, time given to the data channel to drain
@@ -91,6 +92,11 @@ def validate_offer(text: str) -> aiortc_sdp.SessionDescription:
         raise OfferRejected("unsupported_codec", f"audio must be Opus; offer has {names}")
     if media.ice is None or media.dtls is None:
         raise OfferRejected("malformed_sdp", "audio section lacks ICE or DTLS parameters")
+    candidates = sum(len(m.ice_candidates) for m in desc.media)
+    if candidates > MAX_OFFER_CANDIDATES:
+        raise OfferRejected(
+            "too_many_candidates", f"offer has {candidates} ICE candidates; at most {MAX_OFFER_CANDIDATES}"
+        )
     return desc
 
 

@@ -119,3 +119,33 @@ async def test_corrupt_payload_is_concealed_not_raised() -> None:
     path.push(*packets[2])
     assert sink.samples == 3 * FRAME
     path.close()
+
+
+async def test_timestamp_jumps_faster_than_wall_time_are_not_concealed() -> None:
+    """A client whose timestamps leap 1.5 s per 20 ms packet must not make the edge analyse 75x real
+    time of invented silence: such jumps resynchronise instead."""
+    now = [0.0]
+    sink = Sink()
+    path = AudioReceivePath(sink, reorder_window_s=0.02, clock=lambda: now[0])
+    packets = opus_packets(20)
+    for i, (payload, ts) in enumerate(packets):
+        now[0] = i * 0.02
+        path.push(payload, (ts + i * 72_000) % (1 << 32))
+    assert path.stats.concealed_samples == 0
+    assert path.stats.discontinuities == 19
+    assert sink.samples == 20 * FRAME
+
+
+async def test_a_real_outage_is_concealed_for_its_wall_time() -> None:
+    now = [0.0]
+    sink = Sink()
+    path = AudioReceivePath(sink, reorder_window_s=0.02, clock=lambda: now[0])
+    packets = opus_packets(60)
+    for i in list(range(10)) + list(range(35, 60)):  # packets 10..34 (0.5 s) lost in an outage
+        now[0] = i * 0.02
+        path.push(*packets[i])
+    await asyncio.sleep(0.06)  # the reorder window passes: the gap is given up and concealed
+    assert path.stats.discontinuities == 0
+    assert path.stats.concealed_samples == 25 * FRAME
+    assert sink.samples == 60 * FRAME
+    path.close()

@@ -83,6 +83,7 @@ BAD_OFFERS = {
     "pcmu_only": (422, "unsupported_codec"),
     "no_data_channel": (422, "no_data_channel"),
     "truncated": (400, "malformed_sdp"),
+    "candidate_flood": (422, "too_many_candidates"),
 }
 
 
@@ -99,6 +100,11 @@ async def bad_offer(kind: str) -> str:
         return await make_offer(codec="audio/PCMU")
     if kind == "no_data_channel":
         return await make_offer(data=False)
+    if kind == "candidate_flood":
+        offer = await make_offer()
+        flood = "".join(f"a=candidate:{i} 1 udp 2130706431 10.0.{i // 250}.{i % 250} {40000 + i} typ host\r\n"
+                        for i in range(500))
+        return offer.replace("a=end-of-candidates", flood + "a=end-of-candidates", 1)
     if kind == "truncated":
         return "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
     raise AssertionError(kind)
