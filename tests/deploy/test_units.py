@@ -14,8 +14,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic_settings import BaseSettings
 
 from control_plane.settings import ControlSettings
 from edge_node.envconfig import load_settings
@@ -115,7 +117,8 @@ def test_numba_jit_cannot_run_under_memory_deny_write_execute(tmp_path: Path) ->
 
 @pytest.mark.parametrize(("example", "cls"), [("edge.env.example", EdgeSettings),
                                               ("control.env.example", ControlSettings)])
-def test_env_examples_are_valid_settings(example: str, cls: type) -> None:
-    settings, warnings = load_settings(cls, REPO / "deploy" / example, {})
+def test_env_examples_are_valid_settings(example: str, cls: type[BaseSettings]) -> None:
+    loaded, warnings = load_settings(cls, REPO / "deploy" / example, {})
+    settings: Any = loaded
     assert warnings == []
     assert len(settings.sync.nats_urls) == 3  # the 3-node cluster of deploy/nats/
