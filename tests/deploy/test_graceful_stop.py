@@ -163,7 +163,7 @@ async def test_sigterm_lets_live_sessions_finish_flushes_the_outbox_and_exits_0(
     assert f"STATUS=draining: {SESSIONS} sessions left" in fields
     drained = [line for line in edge.log_lines() if line.get("event") == "edge drained"]
     assert drained and drained[0]["sessions_left"] == 0
-    closed = [line.get("reason") for line in edge.log_lines() if line.get("event") == "session closing"]
+    closed = [str(line.get("reason")) for line in edge.log_lines() if line.get("event") == "session closing"]
     assert sorted(closed) == ["client_stop"] * SESSIONS, closed
 
     conn = sqlite3.connect(outbox)
