@@ -142,7 +142,7 @@ async def generate(addr: str, rate: float, duration_s: float, warmup_s: float) -
         elapsed = now - start
         if elapsed >= total_s:
             break
-        due_count = int(elapsed * rate) - sent
+        due_count = int(elapsed * rate) + 1 - sent  # call k is due at k / rate
         for _ in range(due_count):
             due = start + sent / rate
             measured = sent / rate >= warmup_s
