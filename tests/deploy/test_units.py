@@ -20,7 +20,7 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from control_plane.settings import ControlSettings
-from edge_node.envconfig import load_settings
+from edge_node.envconfig import load_settings, unknown_keys
 from edge_node.settings import EdgeSettings
 
 from .conftest import MDWE_PRELUDE, mdwe_supported
@@ -122,3 +122,15 @@ def test_env_examples_are_valid_settings(example: str, cls: type[BaseSettings]) 
     settings: Any = loaded
     assert warnings == []
     assert len(settings.sync.nats_urls) == 3  # the 3-node cluster of deploy/nats/
+
+
+def test_compose_file_sets_only_real_settings() -> None:
+    """The compose file is not run in CI (no Docker), but its settings are checked like an env file."""
+    text = (REPO / "deploy" / "compose" / "compose.yaml").read_text()
+    edge_keys = re.findall(r"^\s+(SEMINOTE_EDGE_\w+):", text, flags=re.M)
+    control_keys = re.findall(r"^\s+(SEMINOTE_CONTROL_\w+):", text, flags=re.M)
+    assert len(edge_keys) >= 5 and len(control_keys) >= 5
+    assert unknown_keys(EdgeSettings, edge_keys) == []
+    assert unknown_keys(ControlSettings, control_keys) == []
+    assert unknown_keys(EdgeSettings, ["SEMINOTE_EDGE_SERVER__PROT"]) == [
+        ("SEMINOTE_EDGE_SERVER__PROT", "SEMINOTE_EDGE_SERVER__PORT")]
