@@ -55,6 +55,7 @@ class EdgeMetrics:
             "seminote_edge_events_sent", "Feedback events sent on data channels, by type", ["type"],
             registry=r,
         )
+        self._events_sent_by_type: dict[str, Counter] = {}
         self.audio_frames = Counter(
             "seminote_edge_audio_frames", "Opus frames decoded", registry=r
         )
@@ -84,6 +85,14 @@ class EdgeMetrics:
         Gauge("seminote_edge_threads", "Threads alive in the edge process", registry=r).set_function(
             threading.active_count
         )
+
+    def event_sent(self, event_type: str) -> None:
+        """Count one feedback event; the labelled child is cached (``labels()`` costs more than
+        the increment, and this runs for every event of every session)."""
+        child = self._events_sent_by_type.get(event_type)
+        if child is None:
+            child = self._events_sent_by_type[event_type] = self.events_sent.labels(event_type)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

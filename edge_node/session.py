@@ -52,9 +52,6 @@ MAX_OUTBOX_EVENTS = 2000  # events held while the feedback channel is not open y
 ERROR_EVENT_MIN_INTERVAL_S = 1.0  # per error code, for errors a client can provoke at will
 CLOSE_FLUSH_S = 1.0  # at a graceful end, time given to the data channel to drain
 
-# (metrics, child counter) per event type: labels() costs more than the increment on the hot path.
-_EVENT_COUNTERS: dict[str, tuple[EdgeMetrics, Any]] = {}
-
 State = Literal["new", "connecting", "live", "closing", "closed"]
 
 
@@ -297,10 +294,7 @@ class PracticeSession:
     def _send_event(self, event: Event) -> None:
         if self._t_offset_s:
             event["t"] = round(event["t"] + self._t_offset_s, 6)
-        counter = _EVENT_COUNTERS.get(event["type"])
-        if counter is None or counter[0] is not self.metrics:
-            counter = _EVENT_COUNTERS[event["type"]] = (self.metrics, self.metrics.events_sent.labels(event["type"]))
-        counter[1].inc()
+        self.metrics.event_sent(event["type"])
         self._send_text(to_json(event))
         if self.results is not None:  # result sync (issue 5): note/score/summary → outbox (memory only)
             self.results.record_event(self.id, self.claims.user, event)

@@ -3,8 +3,14 @@ rendered piano piece with its MIDI ground truth, and the onset scoring the accep
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,3 +135,34 @@ def align_offset(reference: np.ndarray, estimated: np.ndarray) -> float:
 def onset_f_measure(reference: np.ndarray, estimated: np.ndarray, offset_s: float) -> float:
     f, _, _ = mir_eval.onset.f_measure(reference, np.sort(estimated - offset_s), window=ONSET_WINDOW_S)
     return float(f)
+
+
+@contextlib.contextmanager
+def served_edge(env_overrides: dict[str, str], start_timeout_s: float = 60.0) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m edge_node serve --port 0`` as its own process; yields it and its base URL (from
+    its "edge listening" log line) and stops it (SIGTERM, then SIGKILL) on the way out."""
+    env = dict(os.environ, **env_overrides)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_node", "serve", "--port", "0", "--log-format", "json"],
+        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        url = None
+        deadline = time.monotonic() + start_timeout_s
+        while url is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            if '"edge listening"' in line:
+                url = json.loads(line)["url"]
+        assert url, "edge did not report its URL"
+        threading.Thread(target=proc.stderr.read, daemon=True).start()  # never block on a full pipe
+        yield proc, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()

@@ -8,11 +8,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
-from conftest import Edge, RenderedPiece, align_offset, onset_f_measure
+from conftest import Edge, RenderedPiece, align_offset, onset_f_measure, served_edge
 
 from edge_node.client import FileAudioTrack, PracticeClient
 from edge_node.errors import WhipRefused
@@ -75,24 +74,10 @@ def test_cli_ticket_and_client_stream_against_a_served_edge(
     """`seminote-edge serve`, `ticket` and `client` as separate processes, as a user would run them."""
     key_file = tmp_path / "ticket.pem"
     key_file.write_text(private_key_pem(ticket_key))
-    env = dict(os.environ, SEMINOTE_EDGE_SERVER__TICKET_PRIVATE_KEY=str(key_file),
-               SEMINOTE_EDGE_EDGE_ID="edge-cli")
+    env_overrides = {"SEMINOTE_EDGE_SERVER__TICKET_PRIVATE_KEY": str(key_file), "SEMINOTE_EDGE_EDGE_ID": "edge-cli"}
+    env = dict(os.environ, **env_overrides)
     exe = [sys.executable, "-m", "edge_node"]
-    server = subprocess.Popen(
-        [*exe, "serve", "--port", "0", "--log-format", "json"], env=env,
-        stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        url = None
-        deadline = time.monotonic() + 30
-        assert server.stderr is not None
-        while url is None and time.monotonic() < deadline:
-            line = server.stderr.readline()
-            if not line:
-                break
-            if '"edge listening"' in line:
-                url = json.loads(line)["url"]
-        assert url, "edge did not report its URL"
+    with served_edge(env_overrides) as (server, url):
         ticket = subprocess.run(
             [*exe, "ticket", "--ttl", "60", "--user", "cli-user"], env=env, capture_output=True,
             text=True, timeout=30, check=True,
@@ -112,11 +97,6 @@ def test_cli_ticket_and_client_stream_against_a_served_edge(
         )
         assert replay.returncode == 1
         assert "403" in replay.stderr and "already used" in replay.stderr
-    finally:
         server.terminate()
-        try:
-            server.wait(timeout=15)
-        finally:
-            if server.poll() is None:
-                server.kill()
+        server.wait(timeout=20)
     assert server.returncode == 0

@@ -5,18 +5,14 @@ thread counts are back to baseline and its resident memory grew by less than 30 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 
 import aiohttp
 import numpy as np
 import pytest
+from conftest import served_edge
 
 from edge_node.client import FileAudioTrack, PracticeClient
 from edge_node.tickets import TicketClaims, mint_ticket, private_key_pem
@@ -29,40 +25,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def served_edge(tmp_path, ticket_key) -> Iterator[str]:
+def leak_edge(tmp_path, ticket_key) -> Iterator[str]:
     key = tmp_path / "ticket.pem"
     key.write_text(private_key_pem(ticket_key))
-    env = dict(
-        os.environ, SEMINOTE_EDGE_EDGE_ID="edge-leak", SEMINOTE_EDGE_SERVER__TICKET_PRIVATE_KEY=str(key),
-        SEMINOTE_EDGE_SERVER__MAX_SESSIONS=str(2 * BATCH), SEMINOTE_EDGE_SERVER__MEDIA_TIMEOUT_S="1.5",
-        SEMINOTE_EDGE_SERVER__START_TIMEOUT_S="5", SEMINOTE_EDGE_SERVER__WATCHDOG_INTERVAL_S="0.25",
-        SEMINOTE_EDGE_SERVER__OVERLOAD_LAG_MS="0",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_node", "serve", "--port", "0", "--log-format", "json"],
-        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )
-    assert proc.stderr is not None
-    url = None
-    deadline = time.monotonic() + 60
-    while url is None and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        if '"edge listening"' in line:
-            url = json.loads(line)["url"]
-    drain = threading.Thread(target=proc.stderr.read, daemon=True)
-    drain.start()
-    try:
-        assert url, "edge did not start"
+    with served_edge({
+        "SEMINOTE_EDGE_EDGE_ID": "edge-leak", "SEMINOTE_EDGE_SERVER__TICKET_PRIVATE_KEY": str(key),
+        "SEMINOTE_EDGE_SERVER__MAX_SESSIONS": str(2 * BATCH), "SEMINOTE_EDGE_SERVER__MEDIA_TIMEOUT_S": "1.5",
+        "SEMINOTE_EDGE_SERVER__START_TIMEOUT_S": "5", "SEMINOTE_EDGE_SERVER__WATCHDOG_INTERVAL_S": "0.25",
+        "SEMINOTE_EDGE_SERVER__OVERLOAD_LAG_MS": "0",
+    }) as (_, url):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
 
 
 async def scrape(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
@@ -89,8 +61,8 @@ async def one_session(url: str, ticket: str, abrupt: bool) -> int:
         await client.aclose(delete=not abrupt)
 
 
-async def test_300_sessions_leave_nothing_behind(served_edge: str, ticket_key) -> None:
-    url = served_edge
+async def test_300_sessions_leave_nothing_behind(leak_edge: str, ticket_key) -> None:
+    url = leak_edge
     counter = 0
 
     def ticket() -> str:
