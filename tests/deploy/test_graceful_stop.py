@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -180,15 +181,21 @@ async def test_sigterm_lets_live_sessions_finish_flushes_the_outbox_and_exits_0(
     finally:
         await nc.close()
     assert info.state.messages >= SESSIONS  # at least every session's summary
+    print(json.dumps({"sessions": SESSIONS, "sigterm_to_exit_s": round(stopped_after_s, 2),
+                      "drain_timeout_s": DRAIN_TIMEOUT_S, "outbox_rows_left": left,
+                      "error_events": sum(r.event["type"] == "error" for c in clients for r in c.events),
+                      "jetstream_messages": info.state.messages, "exit_code": code}))
 
 
-async def test_a_session_still_open_at_the_deadline_is_ended_without_an_error(
-    tmp_path: Path, daemons: list[Daemon]
+@pytest.mark.parametrize(("drain_timeout_s", "signals"), [(1.0, 1), (DRAIN_TIMEOUT_S, 2)],
+                         ids=["deadline", "second-signal"])
+async def test_a_session_still_open_at_the_deadline_or_a_second_signal_is_ended_without_an_error(
+    tmp_path: Path, daemons: list[Daemon], drain_timeout_s: float, signals: int
 ) -> None:
     key = generate_keypair()[0]
     (tmp_path / "ticket.pem").write_text(private_key_pem(key))
     env = {"SEMINOTE_EDGE_EDGE_ID": EDGE_ID, "SEMINOTE_EDGE_SERVER__TICKET_PRIVATE_KEY": str(tmp_path / "ticket.pem"),
-           "SEMINOTE_EDGE_SERVICE__DRAIN_TIMEOUT_S": "1.0"}
+           "SEMINOTE_EDGE_SERVICE__DRAIN_TIMEOUT_S": str(drain_timeout_s)}
     wav = await asyncio.to_thread(piece_wav)
     edge = spawn(daemons, "edge", ["edge_node", "serve", "--port", "0", "--log-format", "json"], env, tmp_path)
     url = await edge_url(edge)
@@ -196,11 +203,19 @@ async def test_a_session_still_open_at_the_deadline_is_ended_without_an_error(
         await asyncio.wait_for(client.channel_open.wait(), SESSION_TIMEOUT_S)
         await asyncio.sleep(SIGTERM_AFTER_AUDIO_S)
         edge.signal()
+        sigterm_at = time.monotonic()
+        await asyncio.to_thread(edge.wait_for, "STOPPING=1", EXIT_TIMEOUT_S)
+        if signals == 2:
+            edge.signal()
         await asyncio.wait_for(client.channel_closed.wait(), EXIT_TIMEOUT_S)
         assert edge.proc is not None
         assert await asyncio.to_thread(edge.proc.wait, EXIT_TIMEOUT_S) == 0, edge.log_tail()
+        stopped_after_s = time.monotonic() - sigterm_at
+    assert stopped_after_s < EXIT_TIMEOUT_S < DRAIN_TIMEOUT_S  # the audio would have run on for 30 s
     events = [r.event for r in client.events]
     assert any(e["type"] == "note" for e in events)
     assert not [e for e in events if e["type"] == "error"], events
     closed = [line.get("reason") for line in edge.log_lines() if line.get("event") == "session closing"]
     assert closed == ["shutdown"]
+    drained = [line for line in edge.log_lines() if line.get("event") == "edge drained"]
+    assert drained and drained[0]["sessions_left"] == 1 and drained[0]["cut_short"] == (signals == 2)
