@@ -47,8 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def configure_logging(fmt: str = "auto") -> None:
-    """structlog once per process: context variables first, JSON lines unless on a terminal."""
-    json_lines = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    """structlog once per process: context variables first, JSON lines under systemd (JOURNAL_STREAM)
+    or when stderr is not a terminal."""
+    under_systemd = "JOURNAL_STREAM" in os.environ  # the entry point may read the environment
+    json_lines = fmt == "json" or (fmt == "auto" and (under_systemd or not sys.stderr.isatty()))
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
     )
