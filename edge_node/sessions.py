@@ -42,7 +42,7 @@ from .tickets import ReplayGuard, TicketClaims, verify_ticket
 
 log = structlog.get_logger(__name__)
 
-CLOSE_TIMEOUT_S = 5.0  # one peer connection's teardown, at most
+CLOSE_TIMEOUT_S = 10.0  # one peer connection's teardown, at most (a starved machine needs seconds)
 WARM_UP_CHUNKS = 10
 LAG_HALF_LIFE_S = 2.0  # how long an event-loop lag spike keeps counting against admission
 
@@ -101,6 +101,7 @@ class SessionManager:
         self._draining = False
         self._state = "new"
         self._close_queue: asyncio.Queue[tuple[PracticeSession, str]] = asyncio.Queue()
+        self._closing: dict[str, asyncio.Task[None]] = {}  # reaper's teardowns in progress
         self._tasks: list[asyncio.Task[None]] = []
         self.results: Outbox | None = None  # result sync (issue 5): every session records here
 
@@ -124,7 +125,7 @@ class SessionManager:
         await self.close_all("shutdown")
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._closing.values(), return_exceptions=True)
         self._tasks = []
 
     async def __aenter__(self) -> SessionManager:
@@ -256,10 +257,19 @@ class SessionManager:
                 if reason is not None:
                     self.request_close(session, reason)
 
+    def _forget_closing(self, task: asyncio.Task[None]) -> None:
+        for sid, t in list(self._closing.items()):
+            if t is task:
+                del self._closing[sid]
+
     async def _reaper(self) -> None:
+        """Ends sessions that asked to be closed, concurrently: one slow teardown (a peer that does
+        not answer) must not hold up the others."""
         while True:
             session, reason = await self._close_queue.get()
-            if session.state in ("closing", "closed"):
+            if session.state in ("closing", "closed") or session.id in self._closing:
                 continue
-            await self.close(session, reason)
+            task = asyncio.create_task(self.close(session, reason), name=f"edge-close-{session.id}")
+            self._closing[session.id] = task
+            task.add_done_callback(self._forget_closing)
 
