@@ -42,6 +42,7 @@ DRAIN_TIMEOUT_S = 60.0
 SIGTERM_AFTER_AUDIO_S = 1.0  # every session has been playing this long when SIGTERM arrives
 SESSION_TIMEOUT_S = 90.0
 EXIT_TIMEOUT_S = 30.0
+STATUS_TIMEOUT_S = 3.0  # the edge's heartbeat is 1 s with WATCHDOG_USEC=2 s; the piece lasts about 4 s
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 pytestmark = pytest.mark.timeout(300)
@@ -102,6 +103,11 @@ async def edge_url(d: Daemon) -> str:
     raise AssertionError(d.log_tail())
 
 
+async def metrics_text(url: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
+        return await resp.text()
+
+
 async def readyz(url: str) -> int:
     async with aiohttp.ClientSession() as http, http.get(url + "/readyz") as resp:
         return resp.status
@@ -132,13 +138,15 @@ async def test_sigterm_lets_live_sessions_finish_flushes_the_outbox_and_exits_0(
                    for i, c in enumerate(clients)]
         stack.callback(lambda: [t.cancel() for t in streams])
         await asyncio.wait_for(asyncio.gather(*(c.channel_open.wait() for c in clients)), SESSION_TIMEOUT_S)
-        await asyncio.sleep(SIGTERM_AFTER_AUDIO_S)
+        # systemctl status shows the live count (the heartbeat refreshes STATUS= every second here)
+        await asyncio.to_thread(edge.wait_for, f"STATUS=serving {SESSIONS} sessions", STATUS_TIMEOUT_S)
         assert all(not t.done() for t in streams), "the sessions must still be live at SIGTERM"
 
         edge.signal()
         sigterm_at = time.monotonic()
         await asyncio.to_thread(edge.wait_for, "STOPPING=1", EXIT_TIMEOUT_S)
         assert await readyz(url) == 503  # takes no new sessions...
+        assert "seminote_edge_accepting 0.0" in await metrics_text(url)
         late = PracticeClient(url + "/v1/whip", ticket(key, 999), FileAudioTrack(wav))
         stack.push_async_callback(late.aclose)
         with pytest.raises(WhipRefused) as refused:
