@@ -60,8 +60,6 @@ OPEN_SERVICES = frozenset({
     "grpc.reflection.v1.ServerReflection",
 })
 MAX_LIST_SESSIONS = 10_000
-# A load report is applied at most this often per edge; a flooding edge costs only the decode.
-MIN_REPORT_SPACING_S = 0.1
 
 
 class Authenticator:
@@ -282,7 +280,8 @@ class EdgeRegistryService(registry_pb2_grpc.EdgeRegistryServicer):
                 kind = message.WhichOneof("body")
                 if kind == "load":
                     now = time.monotonic()
-                    if now - last_applied < MIN_REPORT_SPACING_S and not self._changes_state(edge_id, message.load):
+                    if (now - last_applied < self.settings.min_report_spacing_s
+                            and not self._changes_state(edge_id, message.load)):
                         continue
                     last_applied = now
                     report = message.load

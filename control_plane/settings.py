@@ -69,6 +69,9 @@ class RegistrySettings(BaseModel):
     max_edges: int = Field(10_000, ge=1)
     max_sessions_per_report: int = Field(10_000, ge=1)
     register_timeout_s: float = Field(10.0, gt=0, description="a stream must send Register within this")
+    min_report_spacing_s: float = Field(
+        0.1, ge=0, description="a load report that changes nothing is applied at most this often per edge"
+    )
 
 
 class RoutingSettings(BaseModel):
