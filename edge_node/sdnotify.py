@@ -201,8 +201,12 @@ class Notifier:
             if watchdog_s is not None:
                 fields.append("WATCHDOG=1")
             if self.status_fn is not None:
-                text = " ".join(self.status_fn().split())
-                if text != self._last_status:
+                try:
+                    text = " ".join(self.status_fn().split())
+                except Exception as exc:  # a broken status line must not starve the watchdog
+                    log.warning("sd_notify status failed", error=repr(exc))
+                    text = self._last_status or ""
+                if text and text != self._last_status:
                     fields += self._status_field(text)
             self.notify(*fields)
             await asyncio.sleep(period)

@@ -121,3 +121,14 @@ async def test_a_vanished_manager_is_not_an_error(tmp_path: Path) -> None:
     await n.aclose()  # closing twice is safe
     with pytest.raises(RuntimeError):
         await n.start()
+
+
+async def test_a_failing_status_function_does_not_stop_the_watchdog(listener: tuple[socket.socket, str]) -> None:
+    sock, path = listener
+
+    def broken() -> str:
+        raise RuntimeError("status source gone")
+
+    async with Notifier(NotifyConfig(path, watchdog_usec=100_000), status=broken):
+        await asyncio.sleep(0.3)
+    assert sum(m == "WATCHDOG=1" for m in pending(sock)) >= 4
