@@ -65,6 +65,8 @@ def assert_stops_cleanly(d: Daemon) -> None:
     d.wait_for("STOPPING=1", STOP_TIMEOUT_S)
     assert d.proc is not None
     assert d.proc.wait(STOP_TIMEOUT_S) == 0, d.log_tail()
+    d.collect(0.2)  # what it sent after STOPPING=1 is queued on the socket
+    assert any(f.startswith("EXTEND_TIMEOUT_USEC=") for f in d.fields())  # the stop asked for its time
 
 
 def test_edge_serve_notifies_ready_watchdog_status_and_stopping(tmp_path: Path, daemons: list[Daemon]) -> None:
