@@ -40,6 +40,7 @@ from .outbox import Outbox
 from .pipeline import StreamingPipeline
 from .receiver import DEFAULT_FRAME_SAMPLES, AudioReceivePath, install
 from .rtc import tune_sockets
+from .scoring import PieceError, PieceLibrary, ScoreObserver
 from .settings import AnalysisSettings, Mode, ServerSettings
 from .tickets import TicketClaims
 
@@ -161,6 +162,9 @@ class PracticeSession:
         self._synced: tuple[int, ...] = (0, 0, 0, 0, 0)
         self._closed = asyncio.Event()
         self.results: Outbox | None = None  # result sync (issue 5): set by the session manager
+        # score following (issue 7): the edge's piece library, set by the session manager
+        self.pieces: PieceLibrary | None = None
+        self._piece_task: asyncio.Task[None] | None = None
         self.log = log.bind(session_id=self.id, user=claims.user)
 
     # ------------------------------------------------------------- lifecycle
@@ -219,6 +223,10 @@ class PracticeSession:
                 self._stock_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._stock_task
+            if self._piece_task is not None:
+                self._piece_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._piece_task
             if self.pc is not None:
                 await self.pc.close()
         finally:
@@ -278,6 +286,8 @@ class PracticeSession:
         self.pipeline = StreamingPipeline(
             mode=old.mode, settings=self._analysis, seq_start=old.sequencer.next_seq
         )
+        if any(isinstance(o, ScoreObserver) for o in old.observers) and self.piece is not None:
+            self.follow_piece(self.piece)  # a fresh follower on the fresh time base
         self._send_error("analysis_failed", f"analysis failed and restarted: {type(exc).__name__}")
 
     def _finish_pipeline(self) -> None:
@@ -298,6 +308,36 @@ class PracticeSession:
         self._send_text(to_json(event))
         if self.results is not None:  # result sync (issue 5): note/score/summary → outbox (memory only)
             self.results.record_event(self.id, self.claims.user, event)
+
+    def follow_piece(self, piece_id: str | None) -> None:
+        """Judge the playing against ``piece_id`` from the edge's library (None stops judging).
+
+        The piece is parsed off the event loop; until it is ready the session keeps its current
+        follower. An unknown or unreadable piece is an ``error`` event (``piece_unavailable``).
+        """
+        if self._piece_task is not None:
+            self._piece_task.cancel()
+            self._piece_task = None
+        if piece_id is None:
+            self._set_score_observer(None)
+            return
+        if self.pieces is None:
+            self._send_error("piece_unavailable", "this edge has no piece library")
+            return
+        self._piece_task = asyncio.create_task(self._load_piece(piece_id), name=f"edge-session-{self.id}-piece")
+
+    async def _load_piece(self, piece_id: str) -> None:
+        assert self.pieces is not None
+        try:
+            piece = await asyncio.to_thread(self.pieces.load, piece_id)
+        except PieceError as exc:
+            self._send_error("piece_unavailable", exc.reason)
+            return
+        self._set_score_observer(ScoreObserver(piece))
+
+    def _set_score_observer(self, observer: ScoreObserver | None) -> None:
+        kept = [o for o in self.pipeline.observers if not isinstance(o, ScoreObserver)]
+        self.pipeline.observers = kept + ([observer] if observer is not None else [])
 
     def _send_error(self, code: str, message: str) -> None:
         self.metrics.errors.labels(code).inc()
@@ -398,6 +438,7 @@ class PracticeSession:
                 return
             self.piece = piece
             self._send_reply({"type": "ack", "of": "set_piece", "piece": piece})
+            self.follow_piece(piece)
         elif kind == "stop":
             self._close_soon("client_stop")
         else:

@@ -36,6 +36,7 @@ from .errors import (
 from .metrics import EdgeMetrics
 from .outbox import Outbox
 from .pipeline import StreamingPipeline
+from .scoring import PieceLibrary
 from .session import PracticeSession, validate_offer
 from .settings import EdgeSettings
 from .tickets import ReplayGuard, TicketClaims, verify_ticket
@@ -94,6 +95,7 @@ class SessionManager:
         self.metrics = metrics or EdgeMetrics()
         self.metrics.sessions_max.set(self.server.max_sessions)
         self.replay_guard = ReplayGuard(self.server.replay_guard_max_entries)
+        self.pieces = PieceLibrary(settings.analysis.pieces_dir)  # shared by sessions (issue 7)
         self.sessions: dict[str, PracticeSession] = {}
         self._reserved = 0
         self.loop_lag_s = 0.0  # how late the watchdog's last wake-up was: the edge's CPU headroom
@@ -191,6 +193,9 @@ class SessionManager:
             self.request_close,
         )
         session.results = self.results  # result sync (issue 5)
+        session.pieces = self.pieces  # score following (issue 7)
+        if claims.piece is not None:
+            session.follow_piece(claims.piece)
         try:
             answer = await session.answer(offer)
         except BaseException:

@@ -23,6 +23,9 @@ class AnalysisSettings(BaseModel):
     dynamics_interval_s: float = Field(0.1, gt=0, description="period of dynamics events")
     tempo_interval_s: float = Field(1.0, gt=0, description="period of tempo events once a tempo is known")
     model_path: Path | None = Field(None, description="ONNX transcription model for detailed mode")
+    pieces_dir: Path | None = Field(
+        None, description="reference pieces (<id>.mid/.musicxml/.mxl) that tickets and set_piece name by id"
+    )
 
 
 class ServerSettings(BaseModel):

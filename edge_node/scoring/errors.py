@@ -5,7 +5,8 @@
         └── PieceError               a reference piece was refused; ``reason`` is one line for people
             ├── PieceUnreadable      not a MIDI or MusicXML file we can parse (or no such file)
             ├── PieceEmpty           parsed, but holds no playable notes
-            └── PieceTooLarge        over the explicit limits (bytes, notes)
+            ├── PieceTooLarge        over the explicit limits (bytes, notes)
+            └── PieceUnknown         a piece id the edge's library does not hold (or may not serve)
 """
 
 from __future__ import annotations
@@ -36,3 +37,7 @@ class PieceEmpty(PieceError):
 
 class PieceTooLarge(PieceError):
     """The piece exceeds :data:`~edge_node.scoring.piece.MAX_PIECE_BYTES` or ``MAX_PIECE_NOTES``."""
+
+
+class PieceUnknown(PieceError):
+    """A session asked for a piece id that is not in the edge's piece library."""
