@@ -248,8 +248,16 @@ async def wait_serving(addr: str, timeout_s: float = 60.0) -> None:
 
 
 def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of ``pid`` and its live children (the control plane's route workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -257,12 +265,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     logic = await route_logic(args.edges)
     port = free_port()
     addr = f"127.0.0.1:{port}"
+    route_port = free_port() if args.workers else port
     state = tempfile.mkdtemp(prefix="bench-route-")
     env = {**os.environ, "SEMINOTE_CONTROL_GRPC__PORT": str(port), "SEMINOTE_CONTROL_GATEWAY__ENABLED": "false",
            "SEMINOTE_CONTROL_STATE_DIR": state, "SEMINOTE_CONTROL_LOG_LEVEL": "warning",
            "SEMINOTE_CONTROL_LOG_FORMAT": "json", "SEMINOTE_CONTROL_AUTH__ENROLLMENT_TOKENS": ENROLL,
            "SEMINOTE_CONTROL_AUTH__ADMIN_TOKENS": ADMIN, "SEMINOTE_CONTROL_AUTH__CLIENT_API_KEYS": CLIENT,
-           "SEMINOTE_CONTROL_REGISTRY__MAX_EDGES": str(max(10_000, args.edges))}
+           "SEMINOTE_CONTROL_REGISTRY__MAX_EDGES": str(max(10_000, args.edges)),
+           "SEMINOTE_CONTROL_ROUTING__WORKERS": str(args.workers), "SEMINOTE_CONTROL_GRPC__ROUTE_PORT": str(route_port)}
     control = await asyncio.create_subprocess_exec(sys.executable, "-m", "control_plane", "serve", env=env, cwd=ROOT)
     await wait_serving(addr)
     fleet = await asyncio.create_subprocess_exec(
@@ -278,16 +288,19 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             listed = await fleet_pb2_grpc.FleetAdminStub(channel).ListEdges(
                 fleet_pb2.ListEdgesRequest(), metadata=(("authorization", f"Bearer {ADMIN}"),))
         serving = sum(1 for e in listed.edges if e.state == 1)
+        await wait_serving(f"127.0.0.1:{route_port}")  # route workers, when there are any
         runs = []
         for rate in args.rates:
-            cpu0, t0 = proc_cpu_s(control.pid), time.monotonic()
-            load = await generate(addr, rate, args.duration, args.warmup)
-            load["control_plane_cpu_cores"] = round((proc_cpu_s(control.pid) - cpu0) / (time.monotonic() - t0), 3)
+            cpu0, t0, own0 = proc_cpu_s(control.pid), time.monotonic(), time.process_time()
+            load = await generate(f"127.0.0.1:{route_port}", rate, args.duration, args.warmup)
+            elapsed = time.monotonic() - t0
+            load["control_plane_cpu_cores"] = round((proc_cpu_s(control.pid) - cpu0) / elapsed, 3)
+            load["generator_cpu_cores"] = round((time.process_time() - own0) / elapsed, 3)
             load["pass"] = (load["latency_ms"]["p99"] <= TARGET_P99_MS and not load["errors"]
                             and load["achieved_rps"] >= TARGET_RPS)
             runs.append(load)
             await asyncio.sleep(2.0)  # let the backlog of one run clear before the next
-        floor = await grpc_floor(addr)
+        floor = await grpc_floor(f"127.0.0.1:{route_port}")
         fleet.stdin.close()
         counters = json.loads(await asyncio.wait_for(fleet.stdout.readline(), 30))
     finally:
@@ -302,6 +315,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "bench": "route", "command": " ".join(["python", "bench/bench_route.py", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "route_workers": args.workers,
         "fleet": {"edges": args.edges, "serving_at_start": serving, "report_interval_s": args.report_interval,
                   "load_reports_per_s": round(counters["reports"] / counters["elapsed_s"], 1),
                   "registrations": counters["registrations"]},
@@ -327,6 +341,7 @@ def main() -> int:
                         help="comma-separated Route calls per second to fire, one measured run each")
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds fired but not measured")
+    parser.add_argument("--workers", type=int, default=0, help="control-plane route worker processes")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.cmd == "fleet":

@@ -36,6 +36,7 @@ from .server import (
 )
 from .settings import ControlSettings, GrpcSettings
 from .store import Store
+from .workers import WorkerPool
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +97,8 @@ class ControlPlane:
         self.registry: Registry | None = None
         self.dispatcher: Dispatcher | None = None
         self.gateway: Gateway | None = None
+        self.workers: WorkerPool | None = None  # route workers (routing.workers > 0)
+        self.route_port: int | None = None
         self.progress_store: ProgressStore | None = None  # result sync (issue 5)
         self.ingest: Ingest | None = None
         self.public_key_pem = ""
@@ -176,7 +179,14 @@ class ControlPlane:
             self.gateway = Gateway(s.gateway, self.dispatcher, authenticator)
             await self.gateway.start()
             self.gateway_port = self.gateway.port
+        if s.routing.workers:
+            if s.grpc.route_port is None:
+                raise ConfigError("grpc.route_port", "routing.workers needs a port for them to serve Route on")
+            self.workers = WorkerPool(s, private_key_pem(key), self.registry, self.store, self.dispatcher)
+            await self.workers.start()
+            self.route_port = self.workers.port
         log.info("control plane serving", grpc_port=self.port, gateway_port=self.gateway_port,
+                 route_port=self.route_port,
                  tls=credentials is not None, mtls=s.grpc.tls_client_ca_path is not None)
 
     async def wait(self) -> None:
@@ -193,6 +203,8 @@ class ControlPlane:
             await self._health.enter_graceful_shutdown()
         if self.gateway is not None:
             await self.gateway.aclose()
+        if self.workers is not None:
+            await self.workers.aclose()
         if self._registry_service is not None:
             self._registry_service.close_all()
         if self._server is not None:

@@ -13,16 +13,16 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_node.tickets import TicketClaims, mint_ticket
 
 from .errors import InvalidRequest, NoCapacity
-from .registry import Registry, unit_vector, validate_location
-from .router import Candidate, Mode, Policy, decide
+from .registry import unit_vector, validate_location
+from .router import Candidate, CandidateSet, Mode, Policy, decide
 from .settings import RoutingSettings
-from .store import Store
 
 MAX_USER_CHARS = 256
 MAX_PIECE_CHARS = 256
@@ -93,10 +93,38 @@ def validate_query(q: RouteQuery) -> None:
         raise InvalidRequest("location", "give lat/lon, a region or measured RTTs")
 
 
+class RoutedEdgeInfo(Protocol):
+    whip_url: str
+    region: str
+    vec: tuple[float, float, float]
+
+
+class RouteSource(Protocol):
+    """What routing reads: the :class:`Registry`, or a route worker's replica of it."""
+
+    @property
+    def edges(self) -> Mapping[str, RoutedEdgeInfo]: ...
+
+    def region_centroid(self, region: str) -> tuple[float, float, float] | None: ...
+
+    def candidates(self, vec: tuple[float, float, float], rtts: Mapping[str, float],
+                   regions_scanned: int) -> CandidateSet: ...
+
+    def note_routed(self, edge_id: str, session_id: str) -> None: ...
+
+
+class RouteLog(Protocol):
+    """Where routing writes: the :class:`Store`, or a route worker's batch to the main process."""
+
+    def session_changed(self, session_id: str, **fields: Any) -> None: ...
+
+    def route_recorded(self, row: dict[str, Any]) -> None: ...
+
+
 class Dispatcher:
     """Routes sessions: candidates from the registry → policy → tickets → bookkeeping."""
 
-    def __init__(self, registry: Registry, store: Store, settings: RoutingSettings,
+    def __init__(self, registry: RouteSource, store: RouteLog, settings: RoutingSettings,
                  private_key: Ed25519PrivateKey, rng: random.Random | None = None) -> None:
         self.registry = registry
         self.store = store

@@ -20,7 +20,7 @@ import heapq
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -222,6 +222,30 @@ class RegionIndex:
         return self.ok & (self.in_use < self.capacity) & (self.last_report >= fresh_since)
 
 
+def rank_regions(regions: Sequence[RegionIndex], centroids: np.ndarray, vec: tuple[float, float, float],
+                 regions_scanned: int, fresh_since: float) -> CandidateSet:
+    """Routable edges of the ``regions_scanned`` nearest regions that have any, with estimated RTTs."""
+    if not regions:
+        return CandidateSet.of(())
+    c = np.asarray(vec)
+    order = np.argsort(((centroids - c) ** 2).sum(axis=1)).tolist()
+    parts: list[CandidateSet] = []
+    for ri in order:
+        region = regions[ri]
+        idx = np.flatnonzero(region.routable_mask(fresh_since))
+        if idx.size == 0:
+            continue
+        diff = region.xyz[idx] - c
+        chord = np.sqrt((diff * diff).sum(axis=1))
+        rtt = BASE_RTT_MS + (2 * EARTH_RADIUS_KM * PATH_STRETCH / FIBRE_KM_PER_MS_RTT) * np.arcsin(
+            np.minimum(1.0, chord / 2))
+        parts.append(CandidateSet(region.ids[idx], rtt, region.in_use[idx], region.capacity[idx],
+                                  region.detailed[idx]))
+        if len(parts) >= regions_scanned:
+            break
+    return CandidateSet.concat(parts)
+
+
 def validate_registration(reg: Registration) -> None:
     """Raises :class:`InvalidRequest` naming the first bad field."""
     if not EDGE_ID_RE.match(reg.edge_id):
@@ -270,6 +294,7 @@ class Registry:
         self._regions: dict[str, RegionIndex] = {}
         self._region_order: list[RegionIndex] = []
         self._centroids = np.zeros((0, 3))
+        self.version = 0  # bumped whenever edges join or leave (route workers then reload membership)
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
         self._seen: dict[str, float] = {}
@@ -338,7 +363,22 @@ class Registry:
                 del self._regions[entry.region]
         self._rebuild_centroids()
 
+    def snapshot(self, full: bool) -> dict[str, object]:
+        """What route workers need to route like this process (``full``: membership too, else loads)."""
+        snap: dict[str, object] = {
+            "version": self.version,
+            "loads": [(r.in_use.copy(), r.ok.copy(), r.last_report.copy()) for r in self._region_order],
+        }
+        if full:
+            snap["regions"] = [
+                (r.name, [(e.edge_id, e.whip_url, e.vec, e.capacity, e.detailed_mode and e.model_loaded)
+                          for e in r.entries])
+                for r in self._region_order
+            ]
+        return snap
+
     def _rebuild_centroids(self) -> None:
+        self.version += 1
         self._region_order = list(self._regions.values())
         self._centroids = (np.array([r.centroid for r in self._region_order]) if self._region_order
                            else np.zeros((0, 3)))
@@ -520,26 +560,8 @@ class Registry:
     def candidates(self, vec: tuple[float, float, float], rtts: Mapping[str, float],
                    regions_scanned: int) -> CandidateSet:
         """Routable edges near ``vec`` (client unit vector) with their RTT (measured when given)."""
-        if not self._region_order:
-            return CandidateSet.of(())
-        c = np.asarray(vec)
         fresh_since = time.monotonic() - self.settings.ttl_s  # exact TTL, whatever the sweeper's delay
-        order = np.argsort(((self._centroids - c) ** 2).sum(axis=1)).tolist()
-        parts: list[CandidateSet] = []
-        for ri in order:
-            region = self._region_order[ri]
-            idx = np.flatnonzero(region.routable_mask(fresh_since))
-            if idx.size == 0:
-                continue
-            diff = region.xyz[idx] - c
-            chord = np.sqrt((diff * diff).sum(axis=1))
-            rtt = BASE_RTT_MS + (2 * EARTH_RADIUS_KM * PATH_STRETCH / FIBRE_KM_PER_MS_RTT) * np.arcsin(
-                np.minimum(1.0, chord / 2))
-            parts.append(CandidateSet(region.ids[idx], rtt, region.in_use[idx], region.capacity[idx],
-                                      region.detailed[idx]))
-            if len(parts) >= regions_scanned:
-                break
-        cs = CandidateSet.concat(parts)
+        cs = rank_regions(self._region_order, self._centroids, vec, regions_scanned, fresh_since)
         if not rtts:
             return cs
         # Measured RTTs replace estimates, and measured edges count wherever they are.

@@ -32,6 +32,7 @@ class GrpcSettings(BaseModel):
     tls_cert_path: Path | None = None
     tls_key_path: Path | None = None
     tls_client_ca_path: Path | None = Field(None, description="require client certificates signed by this CA")
+    route_port: int | None = Field(None, ge=0, le=65535, description="Router served by routing.workers processes")
 
 
 class GatewaySettings(BaseModel):
@@ -86,6 +87,8 @@ class RoutingSettings(BaseModel):
     regions_scanned: int = Field(2, ge=1, description="nearest regions with routable edges considered")
     max_alternates: int = Field(2, ge=0, le=10)
     ticket_ttl_s: float = Field(120.0, gt=0, description="how long a routed client has to connect")
+    workers: int = Field(0, ge=0, le=64, description="route worker processes on grpc.route_port (0: none)")
+    replica_interval_s: float = Field(0.05, gt=0, description="how often workers get the fleet's load")
 
 
 class TicketSettings(BaseModel):

@@ -1,0 +1,283 @@
+"""Route workers: extra processes that serve ``Router.Route`` on ``grpc.route_port`` (SO_REUSEPORT).
+
+Python runs one route at a time per process, so past about a core's worth of routes the control plane
+scales out: each worker holds a replica of what routing reads (every region's positions, capacity,
+load, routability; refreshed every ``routing.replica_interval_s`` from the main process, membership
+only when edges join or leave), routes and signs tickets itself, and sends what it routed back in
+batches, so the main process counts those sessions as pending and records them. A worker's view of
+load lags by at most one refresh plus one batch; power of two choices keeps a burst spread anyway.
+The main process keeps everything else (edge streams, fleet admin, the gateway, the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import grpc
+import numpy as np
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from ._proto.seminote.v1 import router_pb2_grpc
+from .dispatch import Dispatcher
+from .registry import RegionIndex, Registry, rank_regions
+from .router import Candidate, CandidateSet
+from .settings import ControlSettings
+from .store import Store
+
+log = structlog.get_logger(__name__)
+
+BATCH_INTERVAL_S = 0.05
+WORKER_START_TIMEOUT_S = 60.0
+WORKER_STOP_TIMEOUT_S = 5.0
+
+
+# ------------------------------------------------------------------------------- worker side
+
+
+@dataclass(slots=True)
+class ReplicaEdge:
+    whip_url: str
+    region: str
+    vec: tuple[float, float, float]
+    region_index: int
+    slot: int
+
+
+class Replica:
+    """The worker's copy of what routing reads (a :class:`~control_plane.dispatch.RouteSource`)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self.version = -1
+        self.regions: list[RegionIndex] = []
+        self.centroids = np.zeros((0, 3))
+        self._edges: dict[str, ReplicaEdge] = {}
+
+    @property
+    def edges(self) -> Mapping[str, ReplicaEdge]:
+        return self._edges
+
+    def load(self, snap: dict[str, Any]) -> None:
+        if "regions" in snap:
+            self.regions, self._edges = [], {}
+            for ri, (name, members) in enumerate(snap["regions"]):
+                region = RegionIndex(name)
+                n = len(members)
+                region.ids = np.empty(n, dtype=object)
+                region.ids[:] = [m[0] for m in members]
+                region.xyz = np.array([m[2] for m in members], dtype=float).reshape(n, 3)
+                region.capacity = np.array([m[3] for m in members], dtype=np.int64)
+                region.detailed = np.array([m[4] for m in members], dtype=bool)
+                total = region.xyz.sum(axis=0) if n else np.array([1.0, 0.0, 0.0])
+                region.centroid = total / (np.linalg.norm(total) or 1.0)
+                for slot, m in enumerate(members):
+                    self._edges[m[0]] = ReplicaEdge(m[1], name, tuple(m[2]), ri, slot)
+                self.regions.append(region)
+            self.centroids = (np.array([r.centroid for r in self.regions]) if self.regions else np.zeros((0, 3)))
+            self.version = snap["version"]
+        if snap["version"] != self.version:
+            return  # loads for a membership we do not have yet; the main process sends it next
+        for region, (in_use, ok, last_report) in zip(self.regions, snap["loads"], strict=True):
+            region.in_use, region.ok, region.last_report = in_use, ok, last_report
+
+    def region_centroid(self, region: str) -> tuple[float, float, float] | None:
+        for r in self.regions:
+            if r.name == region:
+                x, y, z = r.centroid.tolist()
+                return (x, y, z)
+        return None
+
+    def candidates(self, vec: tuple[float, float, float], rtts: Mapping[str, float],
+                   regions_scanned: int) -> CandidateSet:
+        fresh_since = time.monotonic() - self.ttl_s
+        cs = rank_regions(self.regions, self.centroids, vec, regions_scanned, fresh_since)
+        if not rtts:
+            return cs
+        position = {edge_id: i for i, edge_id in enumerate(cs.edge_ids.tolist())}
+        extra: list[Candidate] = []
+        for edge_id, measured in rtts.items():
+            if edge_id in position:
+                cs.rtt_ms[position[edge_id]] = measured
+            elif (e := self._edges.get(edge_id)) is not None:
+                r = self.regions[e.region_index]
+                if r.routable_mask(fresh_since)[e.slot]:
+                    extra.append(Candidate(edge_id, measured, int(r.in_use[e.slot]), int(r.capacity[e.slot]),
+                                           bool(r.detailed[e.slot])))
+        return CandidateSet.concat([cs, CandidateSet.of(extra)]) if extra else cs
+
+    def note_routed(self, edge_id: str, session_id: str) -> None:
+        e = self._edges.get(edge_id)
+        if e is not None:
+            self.regions[e.region_index].in_use[e.slot] += 1
+
+
+class Batch:
+    """What a worker routed since its last batch (a :class:`~control_plane.dispatch.RouteLog`)."""
+
+    def __init__(self) -> None:
+        self.sessions: list[tuple[str, dict[str, Any]]] = []
+        self.routes: list[dict[str, Any]] = []
+
+    def session_changed(self, session_id: str, **fields: Any) -> None:
+        self.sessions.append((session_id, fields))
+
+    def route_recorded(self, row: dict[str, Any]) -> None:
+        self.routes.append(row)
+
+    def take(self) -> dict[str, Any] | None:
+        if not self.sessions and not self.routes:
+            return None
+        out = {"sessions": self.sessions, "routes": self.routes}
+        self.sessions, self.routes = [], []
+        return out
+
+
+async def _serve_worker(settings: ControlSettings, key_pem: str, conn: multiprocessing.connection.Connection,
+                        index: int) -> None:
+    from edge_node.tickets import load_private_key
+
+    from .app import server_credentials
+    from .server import Authenticator, GuardInterceptor, RouterService
+
+    replica = Replica(settings.registry.ttl_s)
+    batch = Batch()
+    dispatcher = Dispatcher(replica, batch, settings.routing, load_private_key(key_pem))
+    server = grpc.aio.server(interceptors=[GuardInterceptor(Authenticator(settings.auth))], options=[
+        ("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", settings.grpc.max_message_bytes)])
+    router_pb2_grpc.add_RouterServicer_to_server(RouterService(dispatcher), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = f"{settings.grpc.host}:{settings.grpc.route_port}"
+    credentials = server_credentials(settings.grpc)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    first = await asyncio.to_thread(conn.recv)
+    replica.load(first)
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await asyncio.to_thread(conn.send, {"ready": port})
+    log.info("route worker serving", worker=index, port=port)
+
+    async def receive() -> None:
+        while True:
+            replica.load(await asyncio.to_thread(conn.recv))
+
+    async def report() -> None:
+        last = (0, 0, 0)
+        while True:
+            await asyncio.sleep(BATCH_INTERVAL_S)
+            c = dispatcher.counters
+            counts = (c.total, c.exhausted, c.on_device)
+            taken = batch.take()
+            if taken is not None or counts != last:
+                payload = taken or {"sessions": [], "routes": []}
+                payload["counters"] = tuple(b - a for a, b in zip(last, counts, strict=True))
+                last = counts
+                await asyncio.to_thread(conn.send, payload)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(receive(), name=f"worker-{index}-receive")
+            tg.create_task(report(), name=f"worker-{index}-report")
+    except* (EOFError, OSError, BrokenPipeError):
+        pass  # the main process went away or closed our pipe: stop
+    finally:
+        await server.stop(1.0)
+
+
+def worker_entry(settings_json: str, key_pem: str, conn: multiprocessing.connection.Connection, index: int) -> None:
+    """Process entry point (spawned): serve routes until the main process closes the pipe."""
+    from .logs import configure_logging
+
+    settings = ControlSettings.model_validate_json(settings_json)
+    configure_logging(settings.log_format, settings.log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when workers stop
+    asyncio.run(_serve_worker(settings, key_pem, conn, index))
+
+
+# ------------------------------------------------------------------------------- main side
+
+
+class WorkerPool:
+    """Starts ``routing.workers`` route workers, feeds them the fleet and applies what they route."""
+
+    def __init__(self, settings: ControlSettings, key_pem: str, registry: Registry, store: Store,
+                 dispatcher: Dispatcher) -> None:
+        self.settings = settings
+        self.key_pem = key_pem
+        self.registry = registry
+        self.store = store
+        self.dispatcher = dispatcher
+        self.port: int | None = None
+        self._procs: list[BaseProcess] = []
+        self._conns: list[multiprocessing.connection.Connection] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    async def start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        settings_json = self.settings.model_dump_json()
+        for i in range(self.settings.routing.workers):
+            parent, child = ctx.Pipe(duplex=True)
+            proc = ctx.Process(target=worker_entry, args=(settings_json, self.key_pem, child, i),
+                               name=f"seminote-route-worker-{i}", daemon=True)
+            proc.start()
+            child.close()
+            self._procs.append(proc)
+            self._conns.append(parent)
+            await asyncio.to_thread(parent.send, self.registry.snapshot(full=True))
+        for i, conn in enumerate(self._conns):
+            ready = await asyncio.wait_for(asyncio.to_thread(conn.recv), WORKER_START_TIMEOUT_S)
+            self.port = ready["ready"]
+            self._tasks.append(asyncio.create_task(self._feed(conn), name=f"worker-{i}-feed"))
+            self._tasks.append(asyncio.create_task(self._apply(conn), name=f"worker-{i}-apply"))
+        log.info("route workers started", workers=len(self._procs), port=self.port)
+
+    async def _feed(self, conn: multiprocessing.connection.Connection) -> None:
+        version = self.registry.version
+        while True:
+            await asyncio.sleep(self.settings.routing.replica_interval_s)
+            full = self.registry.version != version
+            version = self.registry.version
+            await asyncio.to_thread(conn.send, self.registry.snapshot(full=full))
+
+    async def _apply(self, conn: multiprocessing.connection.Connection) -> None:
+        counters = self.dispatcher.counters
+        while True:
+            batch = await asyncio.to_thread(conn.recv)
+            for session_id, fields in batch["sessions"]:
+                if fields.get("state") == "routed":
+                    self.registry.note_routed(fields["edge_id"], session_id)
+                self.store.session_changed(session_id, **fields)
+            for row in batch["routes"]:
+                self.store.route_recorded(row)
+            total, exhausted, on_device = batch.get("counters", (0, 0, 0))
+            counters.total += total
+            counters.exhausted += exhausted
+            counters.on_device += on_device
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for conn in self._conns:
+            conn.close()  # the worker's recv sees EOF and stops
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, EOFError, OSError):
+                await task
+        for proc in self._procs:
+            await asyncio.to_thread(proc.join, WORKER_STOP_TIMEOUT_S)
+            if proc.is_alive():
+                proc.kill()
+                await asyncio.to_thread(proc.join, WORKER_STOP_TIMEOUT_S)
