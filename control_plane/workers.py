@@ -244,13 +244,22 @@ class WorkerPool:
 
     async def _feed(self, conn: multiprocessing.connection.Connection) -> None:
         version = self.registry.version
-        while True:
-            await asyncio.sleep(self.settings.routing.replica_interval_s)
-            full = self.registry.version != version
-            version = self.registry.version
-            await asyncio.to_thread(conn.send, self.registry.snapshot(full=full))
+        try:
+            while True:
+                await asyncio.sleep(self.settings.routing.replica_interval_s)
+                full = self.registry.version != version
+                version = self.registry.version
+                await asyncio.to_thread(conn.send, self.registry.snapshot(full=full))
+        except (EOFError, OSError) as exc:  # the worker died: its port share goes, the others keep serving
+            log.error("route worker gone", error=repr(exc))
 
     async def _apply(self, conn: multiprocessing.connection.Connection) -> None:
+        try:
+            await self._apply_batches(conn)
+        except (EOFError, OSError) as exc:
+            log.error("route worker gone", error=repr(exc))
+
+    async def _apply_batches(self, conn: multiprocessing.connection.Connection) -> None:
         counters = self.dispatcher.counters
         while True:
             batch = await asyncio.to_thread(conn.recv)
