@@ -140,6 +140,7 @@ class Outbox:
         self._rows = 0
         self._warned = False
         self._wake_flusher = asyncio.Event()
+        self._write_lock = asyncio.Lock()
         self._rows_available = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._state: Literal["new", "open", "closed"] = "new"
@@ -252,16 +253,18 @@ class Outbox:
     async def wait_rows(self, timeout_s: float) -> bool:
         """Wait until the outbox may have rows; ``False`` on timeout."""
         try:
-            await asyncio.wait_for(self._rows_available.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: it can swallow a cancel on 3.11
+                await self._rows_available.wait()
         except TimeoutError:
             return False
         return True
 
     async def fetch(self, limit: int) -> list[OutboxRow]:
         """The oldest ``limit`` rows, in id order."""
+        self._rows_available.clear()  # before the read: a flush meanwhile sets it again, not lost
         rows = await self._run(self._fetch, limit)
-        if not rows:
-            self._rows_available.clear()
+        if rows:
+            self._rows_available.set()
         return rows
 
     async def delete(self, ids: Sequence[int]) -> None:
@@ -362,7 +365,8 @@ class Outbox:
         interval_s = self.settings.flush_interval_ms / 1000.0
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_flusher.wait(), interval_s)
+                async with asyncio.timeout(interval_s):
+                    await self._wake_flusher.wait()
             self._wake_flusher.clear()
             try:
                 await self._write_pending()
@@ -373,26 +377,41 @@ class Outbox:
                 log.exception("outbox flush failed; will retry")
 
     async def _write_pending(self) -> None:
-        if not self._pending or self._db is None:
-            return
-        batch, self._pending = self._pending, {}
-        results = self._pending_results
-        self._pending_results = 0
-        try:
-            written = await self._run(self._write, batch, time.time())
-        except BaseException:
-            # Put the batch back in front of anything recorded meanwhile, so nothing is lost or reordered.
-            for sid, p in self._pending.items():
-                if sid in batch:
-                    batch[sid].events.extend(p.events)
-                    batch[sid].summary = p.summary or batch[sid].summary
-                else:
-                    batch[sid] = p
-            self._pending = batch
-            self._pending_results += results
-            raise
-        if written:
-            self._rows_available.set()
+        """Write what is in memory. One write at a time (the flusher and :meth:`flush` may race); a
+        cancel while the worker thread writes waits for that write, so nothing is written twice."""
+        async with self._write_lock:
+            if not self._pending or self._db is None:
+                return
+            batch, self._pending = self._pending, {}
+            results = self._pending_results
+            self._pending_results = 0
+            write = asyncio.get_running_loop().run_in_executor(self._executor, self._write, batch, time.time())
+            try:
+                written = await asyncio.shield(write)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await write  # the thread finishes regardless: let it, then keep cancelling
+                if write.exception() is not None:
+                    self._requeue(batch, results)
+                elif write.result():
+                    self._rows_available.set()
+                raise
+            except Exception:
+                self._requeue(batch, results)
+                raise
+            if written:
+                self._rows_available.set()
+
+    def _requeue(self, batch: dict[str, _PendingSession], results: int) -> None:
+        """Put a batch that failed to write back in front of anything recorded meanwhile."""
+        for sid, p in self._pending.items():
+            if sid in batch:
+                batch[sid].events.extend(p.events)
+                batch[sid].summary = p.summary or batch[sid].summary
+            else:
+                batch[sid] = p
+        self._pending = batch
+        self._pending_results += results
 
     def _write(self, batch: dict[str, _PendingSession], now: float) -> int:
         """One transaction: the sessions' local records and their outbox rows. Returns rows written."""
