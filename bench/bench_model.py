@@ -48,7 +48,7 @@ from edge_node.inference.evaluation import (  # noqa: E402
     mean_scores,
     score,
 )
-from edge_node.inference.features import FeatureStream  # noqa: E402
+from edge_node.inference.features import N_BINS, FeatureStream  # noqa: E402
 from edge_node.inference.model import DEFAULT_MODEL_PATH, ModelRunner  # noqa: E402
 from edge_node.inference.transcriber import Transcriber  # noqa: E402
 from edge_node.material.render import load  # noqa: E402
@@ -144,7 +144,7 @@ def run_batching(runner: ModelRunner, audio: np.ndarray) -> dict[str, Any]:
     one = min(sessions(1) for _ in range(3))
     many = min(sessions(BATCH_SESSIONS) for _ in range(2))
     # the model alone: one call per 20 ms frame, batch 1 versus batch 16
-    x1 = np.random.default_rng(0).normal(-6, 2, (1, 1, 192)).astype(np.float32)
+    x1 = np.random.default_rng(0).normal(-6, 2, (1, 1, N_BINS)).astype(np.float32)
     per_call: dict[str, float] = {}
     for b in (1, BATCH_SESSIONS):
         caches = [np.repeat(c, b, 0) for c in runner.zero_caches()]

@@ -35,6 +35,20 @@ class Observer(Protocol):
         ...
 
 
+# --- detailed-mode transcriber hook (owned by edge_node.inference) -------------------------------
+class ChunkTranscriber(Protocol):
+    """Receives the raw audio in detailed mode (``edge_node.inference.transcriber.Transcriber``)."""
+
+    def feed(self, chunk: np.ndarray, start_sample: int) -> list[Emitted]:
+        """Called with every chunk while the mode is detailed; ``start_sample`` is its session index."""
+        ...
+
+    def finish(self) -> list[Emitted]:
+        """Called once at the end of the session if it was ever fed."""
+        ...
+# --- end of hook ----------------------------------------------------------------------------------
+
+
 class StreamingPipeline:
     """One session's analysis: kernels, optional observers, event sequencing."""
 
@@ -48,6 +62,7 @@ class StreamingPipeline:
         settings: AnalysisSettings | None = None,
         observers: Iterable[Observer] = (),
         seq_start: int = 0,
+        transcriber: ChunkTranscriber | None = None,
     ) -> None:
         self.settings = settings or AnalysisSettings()
         self.sequencer = Sequencer(seq_start)
@@ -55,6 +70,11 @@ class StreamingPipeline:
         self.observers: list[Observer] = list(observers)
         self.mode: Mode = mode
         self._finished = False
+        # detailed-mode transcriber hook: None means "the shipped model, on the shared batcher, once
+        # detailed mode is first used" (live sessions); analyze passes a blocking one
+        self.transcriber: ChunkTranscriber | None = transcriber
+        self._transcriber_fed = False
+        self._samples_in = 0
 
     @property
     def samples_seen(self) -> int:
@@ -78,6 +98,14 @@ class StreamingPipeline:
             raise PipelineError("process() after finish()")
         seq = self.sequencer
         events = [seq.make(type_, t, **fields) for type_, t, fields in self.frontend.process(chunk)]
+        if self.mode == "detailed":  # detailed-mode transcriber hook
+            if self.transcriber is None:
+                from .inference.transcriber import transcriber_for
+
+                self.transcriber = transcriber_for(self.settings.model_path, blocking=False)
+            self._transcriber_fed = True
+            events.extend(seq.make(type_, t, **f) for type_, t, f in self.transcriber.feed(chunk, self._samples_in))
+        self._samples_in += int(chunk.shape[0])
         if self.observers:
             now = self.now_s
             for observer in self.observers:
@@ -91,6 +119,8 @@ class StreamingPipeline:
         self._finished = True
         seq = self.sequencer
         events = [seq.make(type_, t, **fields) for type_, t, fields in self.frontend.finish()]
+        if self.transcriber is not None and self._transcriber_fed:  # detailed-mode transcriber hook
+            events.extend(seq.make(type_, t, **f) for type_, t, f in self.transcriber.finish())
         now = self.now_s
         for observer in self.observers:
             events.extend(seq.make(type_, t, **f) for type_, t, f in observer.finish(now))

@@ -45,7 +45,17 @@ def run(args: argparse.Namespace) -> int:
         except SeminoteEdgeError as exc:
             print(f"seminote-edge analyze: error: {exc}", file=sys.stderr)
             return 1
-    pipeline = StreamingPipeline(mode=args.mode, settings=settings.analysis, observers=observers)
+    transcriber = None
+    if args.mode == "detailed":  # the transcription model, run inline so each chunk's notes come with it
+        from ..inference.transcriber import transcriber_for
+
+        try:
+            transcriber = transcriber_for(settings.analysis.model_path, blocking=True)
+        except SeminoteEdgeError as exc:
+            print(f"seminote-edge analyze: error: {exc}", file=sys.stderr)
+            return 1
+    pipeline = StreamingPipeline(mode=args.mode, settings=settings.analysis, transcriber=transcriber,
+                                observers=observers)
     write = _jsonl_writer() if fmt == "jsonl" else TableWriter().write
     progress = Progress(probe_duration_s(args.audio) if sys.stdout.isatty() else None)
     try:

@@ -11,12 +11,12 @@ import torch
 
 from edge_node.inference.features import N_BINS
 
-from .net import TranscriptionNet
+from .net import HarmonicNet, TranscriptionNet
 
 OPSET = 17
 
 
-def export(net: TranscriptionNet, path: Path, thresholds: dict[str, float], extra: dict[str, str] | None = None) -> None:
+def export(net: TranscriptionNet | HarmonicNet, path: Path, thresholds: dict[str, float], extra: dict[str, str] | None = None) -> None:
     """Write ``net`` to ``path`` with dynamic batch/time axes and the runtime's metadata."""
     net = net.eval()
     n_caches = len(net.cache_shapes(1))
