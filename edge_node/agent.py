@@ -292,7 +292,8 @@ class EdgeAgent:
                 else:  # the first failure in a row is news; the retries while it stays away are not
                     (self._log.warning if attempt == 0 else self._log.debug)(
                         "control plane stream ended", code=exc.code().name, details=exc.details(), attempt=attempt)
-            except (TimeoutError, OSError, ConnectionError) as exc:
+            except (TimeoutError, OSError, ConnectionError, asyncio.InvalidStateError) as exc:
+                # InvalidStateError: a load report written as the control plane closed the stream
                 self.status.failures += 1
                 self.status.last_error = repr(exc)
                 (self._log.warning if attempt == 0 else self._log.debug)(
@@ -366,7 +367,9 @@ class EdgeAgent:
                     for task in loops:
                         task.cancel()
                     for task in loops:
-                        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, ConnectionError):
+                        # a write racing the stream's end raises InvalidStateError ("RPC already finished")
+                        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, ConnectionError,
+                                                 asyncio.InvalidStateError):
                             await task
             finally:
                 call.cancel()

@@ -42,6 +42,7 @@ PITCH_CLEAR_CONFIDENCE = 0.6
 NOTE_MIN_CONFIDENCE = 0.6  # a note is only named from a clearly periodic frame
 NOTE_SETTLE_SAMPLES = 720  # the YIN window must reach 15 ms past the onset before it names the pitch
 NOTE_MAX_WAIT_CHUNKS = 4
+TEMPO_STALE_S = 3.0  # tempo events stop this long after the last onset
 TEMPO_MIN_WEIGHT = 0.1  # accent weight of the weakest onset in the tempo estimate
 NOTE_RELEASE_DB = 35.0  # a note ends when the level falls this far below its attack peak
 LOOKAHEAD_S = 0.1
@@ -200,7 +201,11 @@ class KernelFrontEnd:
             self._dyn_power_acc = 0.0
             self._dyn_chunks = 0
 
-        if self._chunks % self._tempo_every == 0 and len(self._onset_times) >= tempo.MIN_ONSETS:
+        if (
+            self._chunks % self._tempo_every == 0
+            and len(self._onset_times) >= tempo.MIN_ONSETS
+            and end_s - self._onset_times[-1] <= TEMPO_STALE_S  # nobody is playing: no tempo to report
+        ):
             self._trim_onsets(end_s)
             bpm, tconf = tempo.estimate_tempo(
                 np.asarray(self._onset_times), np.asarray(self._onset_weights), end_s
