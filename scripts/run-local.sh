@@ -29,6 +29,25 @@ export SEMINOTE_EDGE_SERVER__DEV_TICKETS=${SEMINOTE_EDGE_SERVER__DEV_TICKETS:-tr
 export SEMINOTE_EDGE_SERVER__HOST=${SEMINOTE_EDGE_SERVER__HOST:-127.0.0.1}
 export SEMINOTE_EDGE_SERVER__PORT=${SEMINOTE_EDGE_SERVER__PORT:-8080}
 
+# --- result sync (issue 5): a local NATS JetStream, when nats-server is installed, carries each
+# session's results from the edge's outbox to the control plane's progress store. RUN_LOCAL_NATS=0
+# skips it; SEMINOTE_LOCAL_NATS_PORT picks its port (default 4250, away from a system NATS on 4222).
+NATS_PID=""
+if [ "${RUN_LOCAL_NATS:-1}" != "0" ] && command -v nats-server >/dev/null 2>&1; then
+  NATS_PORT=${SEMINOTE_LOCAL_NATS_PORT:-4250}
+  mkdir -p "$STATE_DIR/nats"
+  nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$STATE_DIR/nats" > "$STATE_DIR/nats.log" 2>&1 &
+  NATS_PID=$!
+  export SEMINOTE_EDGE_SYNC__ENABLED=${SEMINOTE_EDGE_SYNC__ENABLED:-true}
+  export SEMINOTE_EDGE_SYNC__NATS_URLS=${SEMINOTE_EDGE_SYNC__NATS_URLS:-"[\"nats://127.0.0.1:$NATS_PORT\"]"}
+  export SEMINOTE_EDGE_SYNC__OUTBOX_PATH=${SEMINOTE_EDGE_SYNC__OUTBOX_PATH:-$STATE_DIR/edge-outbox.db}
+  export SEMINOTE_CONTROL_SYNC__ENABLED=${SEMINOTE_CONTROL_SYNC__ENABLED:-true}
+  export SEMINOTE_CONTROL_SYNC__NATS_URLS=${SEMINOTE_CONTROL_SYNC__NATS_URLS:-nats://127.0.0.1:$NATS_PORT}
+  echo "run-local: NATS JetStream on 127.0.0.1:$NATS_PORT for result sync (log: $STATE_DIR/nats.log)"
+  trap 'kill "$NATS_PID" 2>/dev/null; wait "$NATS_PID" 2>/dev/null' EXIT
+fi
+# --- end result sync
+
 # --- control plane (issue 4): a local control plane the edge registers with; the page routes through it.
 # Shared secrets are generated once into $STATE_DIR/control.env (0600); SEMINOTE_CONTROL_* set by the
 # caller win. RUN_LOCAL_CONTROL=0 runs the standalone edge alone.
@@ -49,7 +68,7 @@ PYEOF
   export SEMINOTE_CONTROL_GATEWAY__PORT=${SEMINOTE_CONTROL_GATEWAY__PORT:-8081}
   "$PY" -m control_plane serve &
   CONTROL_PID=$!
-  trap 'kill "$CONTROL_PID" 2>/dev/null; wait "$CONTROL_PID" 2>/dev/null' EXIT
+  trap 'kill "$CONTROL_PID" $NATS_PID 2>/dev/null; wait "$CONTROL_PID" $NATS_PID 2>/dev/null' EXIT
   export SEMINOTE_EDGE_CONTROL__ADDR=${SEMINOTE_EDGE_CONTROL__ADDR:-127.0.0.1:$SEMINOTE_CONTROL_GRPC__PORT}
   export SEMINOTE_EDGE_CONTROL__ENROLLMENT_TOKEN=${SEMINOTE_EDGE_CONTROL__ENROLLMENT_TOKEN:-${SEMINOTE_CONTROL_AUTH__ENROLLMENT_TOKENS%%,*}}
   ROUTE="http://127.0.0.1:$SEMINOTE_CONTROL_GATEWAY__PORT/v1/route"
@@ -59,11 +78,18 @@ PYEOF
   unset SEMINOTE_CONTROL_AUTH__ENROLLMENT_TOKENS SEMINOTE_CONTROL_AUTH__ADMIN_TOKENS SEMINOTE_CONTROL_AUTH__CLIENT_API_KEYS
   "$PY" -m edge_node serve &
   EDGE_PID=$!
-  trap 'kill "$EDGE_PID" "$CONTROL_PID" 2>/dev/null; wait "$EDGE_PID" "$CONTROL_PID" 2>/dev/null' EXIT INT TERM
+  trap 'kill "$EDGE_PID" "$CONTROL_PID" $NATS_PID 2>/dev/null; wait "$EDGE_PID" "$CONTROL_PID" $NATS_PID 2>/dev/null' EXIT INT TERM
   wait "$EDGE_PID"
   exit $?
 fi
 # --- end control plane
 
 echo "run-local: edge on http://$SEMINOTE_EDGE_SERVER__HOST:$SEMINOTE_EDGE_SERVER__PORT/ (practice page), Ctrl-C to stop"
+if [ -n "$NATS_PID" ]; then
+  "$PY" -m edge_node serve &
+  EDGE_PID=$!
+  trap 'kill "$EDGE_PID" $NATS_PID 2>/dev/null; wait "$EDGE_PID" $NATS_PID 2>/dev/null' EXIT INT TERM
+  wait "$EDGE_PID"
+  exit $?
+fi
 exec "$PY" -m edge_node serve
