@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ from ..agent import EdgeAgent, agent_for_server
 from ..envconfig import EXIT_CONFIG, SettingsInvalid, load_settings
 from ..errors import SeminoteEdgeError
 from ..lifecycle import drain, register_lifecycle_metrics, service_status
+from ..logs import configure_logging
 from ..outbox import Outbox
 from ..relay import Relay
 from ..sdnotify import PROTOCOL_ENV, Notifier, NotifyConfig
@@ -44,29 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
                    help="log lines as JSON (default when stderr is not a terminal) or for people")
     p.set_defaults(func=run)
-
-
-def configure_logging(fmt: str = "auto") -> None:
-    """structlog once per process: context variables first, JSON lines under systemd (JOURNAL_STREAM)
-    or when stderr is not a terminal."""
-    under_systemd = "JOURNAL_STREAM" in os.environ  # the entry point may read the environment
-    json_lines = fmt == "json" or (fmt == "auto" and (under_systemd or not sys.stderr.isatty()))
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
