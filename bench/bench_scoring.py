@@ -81,6 +81,25 @@ def accuracy(seeds: range) -> dict[str, Any]:
     }
 
 
+MISSED_TIMEOUT_S = 0.25  # the alternative policy: a group 250 ms overdue with nothing played is missed
+
+
+def missed_policies(seeds: range) -> dict[str, Any]:
+    """When to call a skipped note: the shipped policy (when the student plays past it) against a
+    timeout (its expected onset 250 ms overdue with nothing played), on the held-out note lists."""
+    out: dict[str, Any] = {}
+    for name, timeout in (("when_played_past", None), (f"timeout_{int(MISSED_TIMEOUT_S * 1000)}ms", MISSED_TIMEOUT_S)):
+        total = Evaluation()
+        for seed in seeds:
+            perf = heldout_performance(seed)
+            total.merge(evaluate(perf, follow_notes(perf.piece, played(perf), missed_timeout_s=timeout)))
+        d = total.as_dict()
+        out[name] = {"missed": d["classes"]["missed"], "clean_marked_correct": d["clean_marked_correct"],
+                     "missed_decided_after_expected_s": d["missed_decided_after_expected_s"]}
+        log(f"missed policy {name}: {json.dumps(out[name])}")
+    return out
+
+
 def cost() -> dict[str, Any]:
     rng = np.random.default_rng(5)
     notes = []
@@ -113,6 +132,7 @@ def main() -> int:
         "bench": "scoring",
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
         "heldout": accuracy(seeds),
+        "missed_policies": missed_policies(seeds),
         "follower_cost": cost(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -95,6 +95,8 @@ class Evaluation:
     fn_from_transcription: dict[str, int] = field(default_factory=dict)  # mistakes on notes never announced
     max_latency_s: float = 0.0
     late_verdicts: int = 0  # decided more than LATENCY_LIMIT_S after their evidence
+    # true missed verdicts: audio time from the skipped note's expected onset to the decision
+    missed_delay_s: list[float] = field(default_factory=list)
     restart_detected: bool | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -120,6 +122,7 @@ class Evaluation:
             self.fn_from_transcription[key] = self.fn_from_transcription.get(key, 0) + v
         self.max_latency_s = max(self.max_latency_s, other.max_latency_s)
         self.late_verdicts += other.late_verdicts
+        self.missed_delay_s.extend(other.missed_delay_s)
         self.errors.extend(other.errors)
 
     def as_dict(self) -> dict[str, Any]:
@@ -139,6 +142,7 @@ class Evaluation:
             "mistakes_on_notes_never_announced": dict(self.fn_from_transcription),
             "max_latency_s": round(self.max_latency_s, 4),
             "late_verdicts": self.late_verdicts,
+            "missed_decided_after_expected_s": _quantiles(self.missed_delay_s),
         }
 
 
@@ -239,6 +243,7 @@ def evaluate(perf: Performance, judgements: Sequence[Judgement]) -> Evaluation:
                 ev.fp_from_transcription["missed"] = ev.fp_from_transcription.get("missed", 0) + 1
         else:
             c["missed"].tp += 1
+            ev.missed_delay_s.append(j.decided_s - truth[best[1]].expected_s)
             truth.pop(best[1])
     c["missed"].fn += len(truth)
     if perf.restart_onset_s is not None:
@@ -246,6 +251,14 @@ def evaluate(perf: Performance, judgements: Sequence[Judgement]) -> Evaluation:
             j.restart and abs(j.t - perf.restart_onset_s) < 1.0 for j in judgements
         )
     return ev
+
+
+def _quantiles(xs: list[float]) -> dict[str, float] | None:
+    if not xs:
+        return None
+    a = np.asarray(xs)
+    return {"median": round(float(np.median(a)), 3), "p95": round(float(np.percentile(a, 95)), 3),
+            "max": round(float(a.max()), 3), "n": len(xs)}
 
 
 def follow_audio(perf: Performance, soundfont: str = "FluidR3_GM.sf2", seed: int = 0) -> Any:

@@ -206,8 +206,13 @@ class FollowerStats:
 class ScoreFollower:
     """Follows one performance of ``piece``. Feed notes with :meth:`add`, call :meth:`advance`."""
 
-    def __init__(self, piece: Piece) -> None:
+    def __init__(self, piece: Piece, missed_timeout_s: float | None = None) -> None:
         self.piece = piece
+        # None: a skipped group is decided when the student plays past it (the default, see module
+        # docstring). A number: also declare the next group missed once its expected onset is this
+        # long overdue with nothing played (earlier, but a pause or hesitation then reads as a skip)
+        self.missed_timeout_s = missed_timeout_s
+        self._declared_upto = -1  # groups up to here were already declared missed by the timeout
         self._pending: list[_PlayedGroup] = []
         self._root: list[_Hyp] = self._initial_beam()
         self._last_decided_onset: float | None = None
@@ -232,7 +237,26 @@ class ScoreFollower:
             now_s >= self._pending[0].onset_s + DECISION_LAG_S or len(self._pending) > LOOKAHEAD_GROUPS
         ):
             out.extend(self._decide_first(now_s))
+        if self.missed_timeout_s is not None and not self._pending and not self._finished:
+            out.extend(self._timed_out(now_s, self.missed_timeout_s))
         return out
+
+    def _timed_out(self, now_s: float, timeout_s: float) -> list[Judgement]:
+        """Groups whose expected onset is ``timeout_s`` overdue with nothing played: missed."""
+        out: list[Judgement] = []
+        best = min(self._root, key=lambda h: h.cost)
+        line = best.tempo.line()
+        if line is None or not best.tempo.settled or best.pos < 0:
+            return out
+        while True:
+            g = max(best.pos, self._declared_upto) + 1
+            if g >= self.piece.n_groups or g > best.pos + MAX_SKIP_GROUPS:
+                return out
+            exp_t = line[0] + line[1] * self.piece.group_onset_s[g]
+            if now_s < exp_t + timeout_s:
+                return out
+            self._declared_upto = g
+            out.extend(self._missed(g, exp_t, now_s, exp_t))
 
     def finish(self, now_s: float) -> list[Judgement]:
         """End of the performance: decide what is pending and the unreached end of the piece."""
@@ -243,7 +267,7 @@ class ScoreFollower:
             out.extend(self._decide_first(now_s))
         self._finished = True
         best = min(self._root, key=lambda h: h.cost)
-        remaining = range(best.pos + 1, self.piece.n_groups)
+        remaining = range(max(best.pos, self._declared_upto) + 1, self.piece.n_groups)
         if self.stats.groups_decided and 0 < len(remaining) <= TRAILING_MISSED_GROUPS:
             line = best.tempo.line()
             for g in remaining:
@@ -390,7 +414,8 @@ class ScoreFollower:
         self.stats.groups_decided += 1
         out: list[Judgement] = []
         for k, exp_t in zip(step.skipped, step.skipped_expected, strict=True):
-            out.extend(self._missed(k, exp_t, now_s, evidence))
+            if k > self._declared_upto:  # not already declared by the timeout
+                out.extend(self._missed(k, exp_t, now_s, evidence))
         if step.kind == "extra" or step.group is None:
             nxt = chosen.pos + 1
             ref_index = piece.groups[nxt][0] if nxt < piece.n_groups else piece.groups[-1][-1]
@@ -404,6 +429,7 @@ class ScoreFollower:
         restart = step.kind == "restart" or 0 <= g < self.stats.last_pos
         if restart:
             self.stats.restarts += 1
+            self._declared_upto = -1
         self.stats.last_pos = g
         self.stats.max_pos = max(self.stats.max_pos, g)
         self.stats.tempo_ratios.append((pg.onset_s, chosen.tempo.ratio))
@@ -515,10 +541,10 @@ def _median(xs: list[float]) -> float:
 
 
 def follow_notes(piece: Piece, notes: list[PlayedNote], chunk_s: float = 0.02,
-                 announce_delay_s: float = 0.03) -> list[Judgement]:
+                 announce_delay_s: float = 0.03, missed_timeout_s: float | None = None) -> list[Judgement]:
     """Run a follower over a whole note list as a stream would (tests, bench): each note is added
     ``announce_delay_s`` after its onset and the follower advanced every ``chunk_s``."""
-    follower = ScoreFollower(piece)
+    follower = ScoreFollower(piece, missed_timeout_s)
     ordered = sorted(notes, key=lambda n: n.onset_s)
     out: list[Judgement] = []
     end = (ordered[-1].onset_s if ordered else 0.0) + 1.0
