@@ -55,7 +55,7 @@ from control_plane.progress_service import ProgressService  # noqa: E402
 from control_plane.progress_store import ProgressStore, ResultMessage  # noqa: E402
 from edge_node.events import Event  # noqa: E402
 from edge_node.outbox import Outbox  # noqa: E402
-from edge_node.relay import Relay  # noqa: E402
+from edge_node.relay_process import ResultSync  # noqa: E402
 from edge_node.settings import SyncSettings  # noqa: E402
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -181,21 +181,21 @@ async def bench_backlog(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             await outbox.flush()
             seq += chunk
         rows = outbox.rows
-        cloud.start()
-        try:
-            await cloud.wait_ready()  # ingest up and topology created before the clock starts
-            start = time.monotonic()
-            async with Relay(settings, outbox, "bench-edge"):
-                relay_s: float | None = None
-                while cloud.stored() < total:
-                    if relay_s is None and outbox.rows == 0:
-                        relay_s = time.monotonic() - start
-                    if time.monotonic() - start > args.timeout_s:
-                        raise TimeoutError(f"backlog: {cloud.stored()} of {total} stored")
-                    await asyncio.sleep(POLL_S)
-                elapsed = time.monotonic() - start
-        finally:
-            cloud.stop()
+    cloud.start()
+    try:
+        await cloud.wait_ready()  # ingest up and topology created before the clock starts
+        start = time.monotonic()
+        async with ResultSync(settings, "bench-edge") as sync:  # the relay process, as the edge runs it
+            relay_s: float | None = None
+            while cloud.stored() < total:
+                if relay_s is None and await sync.outbox.refresh_rows() == 0:
+                    relay_s = time.monotonic() - start
+                if time.monotonic() - start > args.timeout_s:
+                    raise TimeoutError(f"backlog: {cloud.stored()} of {total} stored")
+                await asyncio.sleep(POLL_S)
+            elapsed = time.monotonic() - start
+    finally:
+        cloud.stop()
     return {
         "results": total, "rows": rows, "results_per_row": args.results_per_row, "sessions": args.sessions,
         "seconds": round(elapsed, 3), "results_per_s": round(total / elapsed),
@@ -213,7 +213,8 @@ async def bench_sustained(args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     per_tick = args.rate * tick_s
     try:
         await cloud.wait_ready()
-        async with Outbox(settings, "bench-edge") as outbox, Relay(settings, outbox, "bench-edge"):
+        async with ResultSync(settings, "bench-edge") as sync:
+            outbox = sync.outbox
             produced = 0
             owed = 0.0
             next_seq = [1] * args.sessions

@@ -19,9 +19,15 @@ admits summaries into ``outbox_summary_reserve_rows`` extra rows; refusing new d
 already queued intact and in order. ``seminote_outbox_fill_ratio`` and a warning log at
 ``outbox_warn_fill_ratio`` give operators the alert before that happens.
 
-All SQLite work runs on one worker thread owned by the outbox (SQLite connections are not shared
-between threads here), in WAL mode with ``synchronous=NORMAL``: a committed row survives the process
-being killed.
+The relay runs in its own process (:mod:`edge_node.relay_process`) and reaches the same file through
+:class:`OutboxReader`, its own connection: WAL lets it read while the edge writes, and SQLite's write
+lock serializes its deletes with the edge's inserts. The row count both sides need (the bound, the
+gauges, the control plane's outbox depth) is kept by triggers in ``outbox_count``, in the same
+transactions that insert and delete rows, so either process reads it exactly in O(1).
+
+All SQLite work runs on one worker thread per connection (SQLite connections are not shared between
+threads here), in WAL mode with ``synchronous=NORMAL``: a committed row survives the process being
+killed.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from .errors import OutboxError
 from .events import Event
 from .settings import SyncSettings
 
-__all__ = ["SYNCED_EVENT_TYPES", "Outbox", "OutboxRow", "SessionRecord", "SyncMetrics"]
+__all__ = ["SYNCED_EVENT_TYPES", "Outbox", "OutboxReader", "OutboxRow", "SessionRecord", "SyncMetrics"]
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +94,9 @@ class SyncMetrics:
                                         registry=r)
         self.nats_connected = Gauge("seminote_relay_nats_connected", "1 while the relay has a NATS connection",
                                     registry=r)
+        self.relay_running = Gauge("seminote_relay_running", "1 while the relay process is up", registry=r)
+        self.relay_restarts = Counter("seminote_relay_restarts", "Relay processes restarted after they died",
+                                      registry=r)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +150,7 @@ class Outbox:
         self._warned = False
         self._wake_flusher = asyncio.Event()
         self._write_lock = asyncio.Lock()
-        self._rows_available = asyncio.Event()
+        self._written = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._state: Literal["new", "open", "closed"] = "new"
         self.dropped_results = 0
@@ -157,8 +166,6 @@ class Outbox:
         await self._run(self._open)
         self._state = "open"
         self._flusher = asyncio.create_task(self._flush_loop(), name="outbox-flusher")
-        if self._rows:
-            self._rows_available.set()
 
     async def aclose(self) -> None:
         """Write what is still in memory, then close the file. Safe to call twice."""
@@ -242,35 +249,32 @@ class Outbox:
     async def flush(self) -> None:
         """Write everything recorded so far (tests, shutdown, end of a session)."""
         await self._write_pending()
+        await self.refresh_rows()
 
-    # -- the relay's side ---------------------------------------------------------------------------
+    # -- what the relay needs from the edge's side --------------------------------------------------
 
     @property
     def rows(self) -> int:
-        """Rows currently in the outbox (kept in memory, exact)."""
+        """Rows in the outbox: exact after this process's writes, and re-read from the file every flush
+        interval, so the relay process's deletes show within ``flush_interval_ms``."""
         return self._rows
 
-    async def wait_rows(self, timeout_s: float) -> bool:
-        """Wait until the outbox may have rows; ``False`` on timeout."""
+    async def refresh_rows(self) -> int:
+        """Read the row count from the file now (the relay process deletes rows behind our back)."""
+        if self._state != "open":
+            return self._rows
+        await self._run(self._refresh_rows)
+        return self._rows
+
+    async def wait_written(self, timeout_s: float) -> bool:
+        """Wait until a flush has written rows since the last call; ``False`` on timeout."""
         try:
             async with asyncio.timeout(timeout_s):  # not wait_for: it can swallow a cancel on 3.11
-                await self._rows_available.wait()
+                await self._written.wait()
         except TimeoutError:
             return False
+        self._written.clear()
         return True
-
-    async def fetch(self, limit: int) -> list[OutboxRow]:
-        """The oldest ``limit`` rows, in id order."""
-        self._rows_available.clear()  # before the read: a flush meanwhile sets it again, not lost
-        rows = await self._run(self._fetch, limit)
-        if rows:
-            self._rows_available.set()
-        return rows
-
-    async def delete(self, ids: Sequence[int]) -> None:
-        """Remove rows whose publish was acknowledged."""
-        if ids:
-            await self._run(self._delete, list(ids))
 
     async def session(self, session_id: str) -> SessionRecord | None:
         """The local record of a session (what was written for it), or ``None``."""
@@ -282,57 +286,17 @@ class Outbox:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _open(self) -> None:
-        path = self.settings.outbox_path
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), isolation_level=None)
-        db = sqlite_utils.Database(conn)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-        )
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS outbox ("
-            " id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, kind TEXT NOT NULL,"
-            " results INTEGER NOT NULL, payload BLOB NOT NULL, created_at REAL NOT NULL)"
-        )
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS local_sessions ("
-            " session_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, started_at REAL NOT NULL,"
-            " updated_at REAL NOT NULL, results_recorded INTEGER NOT NULL DEFAULT 0,"
-            " results_dropped INTEGER NOT NULL DEFAULT 0, last_seq INTEGER NOT NULL DEFAULT -1,"
-            " summary TEXT)"
-        )
-        row = db.execute("SELECT value FROM outbox_meta WHERE key = 'epoch'").fetchone()
-        if row is None:
-            epoch = secrets.token_hex(4)
-            db.execute("INSERT INTO outbox_meta (key, value) VALUES ('epoch', ?)", [epoch])
-        else:
-            epoch = str(row[0])
-        self.epoch = epoch
-        self._rows = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        self._db = db
-        self._update_gauges()
+        self._db, self.epoch = open_outbox_db(self.settings.outbox_path)
+        self._refresh_rows()
 
     def _close_db(self) -> None:
         if self._db is not None:
             self._db.conn.close()
             self._db = None
 
-    def _fetch(self, limit: int) -> list[OutboxRow]:
+    def _refresh_rows(self) -> None:
         assert self._db is not None
-        cur = self._db.execute(
-            "SELECT id, session_id, kind, results, payload FROM outbox ORDER BY id LIMIT ?", [limit]
-        )
-        return [OutboxRow(int(i), str(s), k, int(n), bytes(p)) for i, s, k, n, p in cur.fetchall()]
-
-    def _delete(self, ids: list[int]) -> None:
-        assert self._db is not None
-        with self._db.conn:
-            self._db.conn.execute("BEGIN IMMEDIATE")
-            deleted = self._db.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-        self._rows -= deleted.rowcount
+        self._rows = _count_rows(self._db.conn)
         self._update_gauges()
 
     def _session(self, session_id: str) -> SessionRecord | None:
@@ -369,19 +333,21 @@ class Outbox:
                     await self._wake_flusher.wait()
             self._wake_flusher.clear()
             try:
-                await self._write_pending()
+                if not await self._write_pending():
+                    await self._run(self._refresh_rows)  # the relay process's deletes
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # A disk error must not kill the flusher; the results stay in memory for the next try.
                 log.exception("outbox flush failed; will retry")
 
-    async def _write_pending(self) -> None:
-        """Write what is in memory. One write at a time (the flusher and :meth:`flush` may race); a
-        cancel while the worker thread writes waits for that write, so nothing is written twice."""
+    async def _write_pending(self) -> bool:
+        """Write what is in memory; ``True`` if anything was. One write at a time (the flusher and
+        :meth:`flush` may race); a cancel while the worker thread writes waits for that write, so
+        nothing is written twice."""
         async with self._write_lock:
             if not self._pending or self._db is None:
-                return
+                return False
             batch, self._pending = self._pending, {}
             results = self._pending_results
             self._pending_results = 0
@@ -394,13 +360,14 @@ class Outbox:
                 if write.exception() is not None:
                     self._requeue(batch, results)
                 elif write.result():
-                    self._rows_available.set()
+                    self._written.set()
                 raise
             except Exception:
                 self._requeue(batch, results)
                 raise
             if written:
-                self._rows_available.set()
+                self._written.set()
+            return True
 
     def _requeue(self, batch: dict[str, _PendingSession], results: int) -> None:
         """Put a batch that failed to write back in front of anything recorded meanwhile."""
@@ -424,6 +391,7 @@ class Outbox:
         dropped = 0
         with conn:
             conn.execute("BEGIN IMMEDIATE")
+            rows = _count_rows(conn)  # exact: the relay process cannot delete while we hold the lock
             for session_id, pending in batch.items():
                 local = conn.execute(
                     "SELECT started_at FROM local_sessions WHERE session_id = ?", [session_id]
@@ -445,7 +413,7 @@ class Outbox:
                 events = pending.events
                 for start in range(0, len(events), size):
                     chunk = events[start:start + size]
-                    if self._rows + written >= max_rows:
+                    if rows + written >= max_rows:
                         lost += len(chunk)
                         continue
                     payload = _encode({**header, "kind": "events", "events": chunk})
@@ -459,7 +427,7 @@ class Outbox:
                     last_seq = int(chunk[-1].get("seq", -1))
                 summary_json: str | None = None
                 if pending.summary is not None:
-                    if self._rows + written >= max_rows + self.settings.outbox_summary_reserve_rows:
+                    if rows + written >= max_rows + self.settings.outbox_summary_reserve_rows:
                         log.error("outbox full: summary refused", session_id=session_id)
                     else:
                         payload = _encode({**header, "kind": "summary", "summary": pending.summary})
@@ -479,7 +447,7 @@ class Outbox:
                 )
                 recorded += kept
                 dropped += lost
-        self._rows += written
+        self._rows = rows + written
         self.metrics.recorded_results.inc(recorded)
         if dropped:
             self.dropped_results += dropped
@@ -487,6 +455,139 @@ class Outbox:
             log.error("outbox full: results refused", results=dropped, rows=self._rows)
         self._update_gauges()
         return written
+
+
+class OutboxReader:
+    """The relay's side of the outbox file: the oldest rows, and deleting those JetStream acked.
+
+    Its own SQLite connection on its own worker thread, so it can live in another process than the
+    :class:`Outbox` that writes the file (see module docstring).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.epoch = ""
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-reader")
+        self._db: sqlite_utils.Database | None = None
+        self._state: Literal["new", "open", "closed"] = "new"
+
+    async def start(self) -> None:
+        if self._state == "closed":
+            raise OutboxError("outbox reader was closed; create a new one")
+        if self._state == "open":
+            return
+        self._db, self.epoch = await self._run(open_outbox_db, self.path)
+        self._state = "open"
+
+    async def aclose(self) -> None:
+        """Close the file. Safe to call twice."""
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closed"
+        await self._run(self._close_db)
+        self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> OutboxReader:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def fetch(self, limit: int) -> list[OutboxRow]:
+        """The oldest ``limit`` rows, in id order."""
+        return await self._run_open(self._fetch, limit)  # type: ignore[no-any-return]
+
+    async def delete(self, ids: Sequence[int]) -> None:
+        """Remove rows whose publish was acknowledged."""
+        if ids:
+            await self._run_open(self._delete, list(ids))
+
+    async def count(self) -> int:
+        """Rows in the outbox now."""
+        return await self._run_open(self._count)  # type: ignore[no-any-return]
+
+    async def _run_open(self, fn: Any, *args: Any) -> Any:
+        if self._state != "open":
+            raise OutboxError(f"outbox reader is {self._state}")
+        return await self._run(fn, *args)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.conn.close()
+            self._db = None
+
+    def _fetch(self, limit: int) -> list[OutboxRow]:
+        assert self._db is not None
+        cur = self._db.execute(
+            "SELECT id, session_id, kind, results, payload FROM outbox ORDER BY id LIMIT ?", [limit]
+        )
+        return [OutboxRow(int(i), str(s), k, int(n), bytes(p)) for i, s, k, n, p in cur.fetchall()]
+
+    def _delete(self, ids: list[int]) -> None:
+        assert self._db is not None
+        with self._db.conn:
+            self._db.conn.execute("BEGIN IMMEDIATE")
+            self._db.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    def _count(self) -> int:
+        assert self._db is not None
+        return _count_rows(self._db.conn)
+
+
+def open_outbox_db(path: Path) -> tuple[sqlite_utils.Database, str]:
+    """Open (or create) the outbox file: WAL, the tables, the row-count triggers, the epoch.
+
+    Idempotent and safe when the edge and its relay process open the file at the same time (the
+    schema is made in one ``BEGIN IMMEDIATE`` transaction). Returns the database and its epoch.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS outbox ("
+            " id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, kind TEXT NOT NULL,"
+            " results INTEGER NOT NULL, payload BLOB NOT NULL, created_at REAL NOT NULL)"
+        )
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS local_sessions ("
+            " session_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, started_at REAL NOT NULL,"
+            " updated_at REAL NOT NULL, results_recorded INTEGER NOT NULL DEFAULT 0,"
+            " results_dropped INTEGER NOT NULL DEFAULT 0, last_seq INTEGER NOT NULL DEFAULT -1,"
+            " summary TEXT)"
+        )
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS outbox_count (id INTEGER PRIMARY KEY CHECK (id = 0), rows INTEGER NOT NULL)"
+        )
+        # A file made before the count existed is counted once, here, in the same transaction.
+        conn.execute("INSERT OR IGNORE INTO outbox_count (id, rows) SELECT 0, COUNT(*) FROM outbox")
+        conn.execute(
+            "CREATE TRIGGER IF NOT EXISTS outbox_count_insert AFTER INSERT ON outbox"
+            " BEGIN UPDATE outbox_count SET rows = rows + 1 WHERE id = 0; END"
+        )
+        conn.execute(
+            "CREATE TRIGGER IF NOT EXISTS outbox_count_delete AFTER DELETE ON outbox"
+            " BEGIN UPDATE outbox_count SET rows = rows - 1 WHERE id = 0; END"
+        )
+        conn.execute("INSERT OR IGNORE INTO outbox_meta (key, value) VALUES ('epoch', ?)", [secrets.token_hex(4)])
+        epoch = str(conn.execute("SELECT value FROM outbox_meta WHERE key = 'epoch'").fetchone()[0])
+    return db, epoch
+
+
+def _count_rows(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT rows FROM outbox_count WHERE id = 0").fetchone()[0])
 
 
 def _encode(message: dict[str, Any]) -> bytes:

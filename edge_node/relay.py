@@ -10,8 +10,13 @@ the process dies between the ack and the delete, the rows are published again an
 
 While NATS is away the relay backs off exponentially (``backoff_initial_s`` .. ``backoff_max_s``)
 and keeps the rows; the connection is opened with no outbound buffer, so a publish while
-disconnected fails at once instead of queueing a stale copy. The relay is its own task and touches
-SQLite only through the outbox's worker thread, so it never blocks the audio path.
+disconnected fails at once instead of queueing a stale copy.
+
+The relay reads and deletes through its own :class:`~edge_node.outbox.OutboxReader` connection. The
+edge runs it in a child process of its own (:mod:`edge_node.relay_process`), so its publish/ack
+handling, SQLite reads and NATS protocol work never share an event loop, a GIL or a scheduling
+priority with the audio path. It counts what it did in :class:`RelayStats`, which that process
+reports to the edge.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
@@ -30,46 +36,57 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from .errors import SyncError
-from .outbox import Outbox, OutboxRow
+from .outbox import OutboxReader, OutboxRow
 from .settings import SyncSettings
 
-__all__ = ["Relay"]
+__all__ = ["Relay", "RelayStats"]
 
 log = structlog.get_logger(__name__)
 
 IDLE_POLL_S = 1.0
-"""How long the relay sleeps on an empty outbox before looking again (it is woken on new rows)."""
+"""How long the relay sleeps on an empty outbox before looking again (:meth:`Relay.wake` on new rows)."""
 
 CONNECT_TIMEOUT_S = 2.0
 DRAIN_POLL_S = 0.05
 RECONNECT_WAIT_S = 0.25
 
+@dataclass(slots=True)
+class RelayStats:
+    """What one relay did since it started (cumulative; the edge turns them into its metrics)."""
+
+    published_rows: int = 0
+    published_results: int = 0
+    duplicate_acks: int = 0
+    publish_failures: int = 0
+    nats_connected: bool = False
+
+
 class Relay:
     """Moves outbox rows to JetStream (see module docstring). Owns one named task."""
 
-    def __init__(self, settings: SyncSettings, outbox: Outbox, edge_id: str) -> None:
+    def __init__(self, settings: SyncSettings, edge_id: str) -> None:
         self.settings = settings
-        self.outbox = outbox
         self.edge_id = edge_id
-        self.metrics = outbox.metrics
-        self.published_rows = 0
-        self.duplicate_acks = 0
+        self.outbox = OutboxReader(settings.outbox_path)
+        self.stats = RelayStats()
         self._nc: NatsClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._state: Literal["new", "running", "closed"] = "new"
         self._backoff_s = settings.backoff_initial_s
+        self._wake = asyncio.Event()
 
     async def start(self) -> None:
-        """Start the relay task; it connects (and reconnects) to NATS by itself."""
+        """Open the outbox and start the relay task; it connects (and reconnects) to NATS by itself."""
         if self._state == "closed":
             raise SyncError("relay was closed; create a new one")
         if self._state == "running":
             return
+        await self.outbox.start()
         self._state = "running"
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def aclose(self) -> None:
-        """Stop publishing and close the NATS connection. Rows not yet acked stay in the outbox."""
+        """Stop publishing, close the NATS connection and the outbox. Rows not yet acked stay there."""
         if self._state == "closed":
             return
         self._state = "closed"
@@ -78,6 +95,11 @@ class Relay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._close_nats()
+        await self.outbox.aclose()
+
+    def wake(self) -> None:
+        """New rows were written: look now instead of at the next idle poll."""
+        self._wake.set()
 
     async def __aenter__(self) -> Relay:
         await self.start()
@@ -88,18 +110,18 @@ class Relay:
     ) -> None:
         await self.aclose()
 
-    async def drain(self, timeout_s: float) -> bool:
-        """Flush the outbox and wait (at most ``timeout_s``) until the relay has published every row:
-        the shutdown step "flush the outbox". Rows left over stay on disk for the next start."""
-        await self.outbox.flush()
+    async def drain(self, timeout_s: float) -> int:
+        """Wait (at most ``timeout_s``) until the relay has published every row in the outbox: the
+        shutdown step "flush the outbox". Returns the rows left, which stay on disk for the next start."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while self.outbox.rows and self._state == "running":
+        self.wake()
+        while (left := await self.outbox.count()) and self._state == "running":
             if loop.time() >= deadline:
-                log.warning("relay stopped with rows left in the outbox", outbox_rows=self.outbox.rows)
-                return False
+                log.warning("relay stopped with rows left in the outbox", outbox_rows=left)
+                return left
             await asyncio.sleep(DRAIN_POLL_S)
-        return self.outbox.rows == 0
+        return left
 
     def subject(self, row: OutboxRow) -> str:
         return f"{self.settings.subject_prefix}.{self.edge_id}.{row.kind}"
@@ -110,9 +132,12 @@ class Relay:
         while True:
             try:
                 js = await self._connect()
+                self._wake.clear()  # before the read: rows written meanwhile wake the next wait
                 rows = await self.outbox.fetch(self.settings.relay_read_rows)
                 if not rows:
-                    await self.outbox.wait_rows(IDLE_POLL_S)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(IDLE_POLL_S):  # not wait_for: it can swallow a cancel
+                            await self._wake.wait()
                     continue
                 while rows:  # windows from one read, so SQLite is read once per relay_read_rows rows
                     started = asyncio.get_running_loop().time()
@@ -123,7 +148,7 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except _RETRYABLE as exc:
-                self.metrics.publish_failures.inc()
+                self.stats.publish_failures += 1
                 await self._back_off(exc)
             except Exception as exc:
                 # Unknown failures are retried too: the relay must outlive anything but cancellation.
@@ -131,8 +156,9 @@ class Relay:
                 await self._back_off(exc)
 
     async def _pace(self, published: int, started: float) -> None:
-        """Keep a catch-up under ``relay_max_rows_per_s``: a backlog must not starve the audio path
-        (the relay shares the event loop, the GIL and the CPU with live sessions)."""
+        """Keep a catch-up under ``relay_max_rows_per_s``: after an outage every edge catches up at
+        once, and a bounded pace keeps that from flooding NATS and the ingest, and bounds the CPU a
+        catch-up takes from the edge's machine."""
         limit = self.settings.relay_max_rows_per_s
         if limit <= 0 or published <= 0:
             return
@@ -175,17 +201,14 @@ class Relay:
             stream=self.settings.stream_name,
             headers={"Nats-Msg-Id": row.msg_id(self.edge_id, self.outbox.epoch)},
         )
-        self.published_rows += 1
-        self.metrics.published_rows.inc()
-        self.metrics.published_results.inc(row.results)
+        self.stats.published_rows += 1
+        self.stats.published_results += row.results
         if ack.duplicate:
-            self.duplicate_acks += 1
-            self.metrics.duplicate_acks.inc()
+            self.stats.duplicate_acks += 1
 
     async def _back_off(self, exc: BaseException) -> None:
         delay = self._backoff_s * (0.5 + random.random() / 2)
-        log.warning("relay waiting for NATS", error=repr(exc), retry_in_s=round(delay, 3),
-                    outbox_rows=self.outbox.rows)
+        log.warning("relay waiting for NATS", error=repr(exc), retry_in_s=round(delay, 3))
         self._backoff_s = min(self._backoff_s * 2, self.settings.backoff_max_s)
         await asyncio.sleep(delay)
 
@@ -206,13 +229,13 @@ class Relay:
             reconnected_cb=self._on_reconnected,
             error_cb=self._on_error,
         )
-        self.metrics.nats_connected.set(1)
+        self.stats.nats_connected = True
         log.info("relay connected to NATS", url=str(self._nc.connected_url))
         return self._nc.jetstream()
 
     async def _close_nats(self) -> None:
         nc, self._nc = self._nc, None
-        self.metrics.nats_connected.set(0)
+        self.stats.nats_connected = False
         if nc is not None and not nc.is_closed:
             try:
                 await nc.close()
@@ -220,10 +243,10 @@ class Relay:
                 log.debug("closing the NATS connection failed", exc_info=True)
 
     async def _on_disconnected(self) -> None:
-        self.metrics.nats_connected.set(0)
+        self.stats.nats_connected = False
 
     async def _on_reconnected(self) -> None:
-        self.metrics.nats_connected.set(1)
+        self.stats.nats_connected = True
 
     async def _on_error(self, exc: Exception) -> None:
         log.debug("NATS client error", error=repr(exc))

@@ -84,6 +84,7 @@ class SyncSettings(BaseModel):
     (counted in ``seminote_outbox_dropped_results_total`` and in the session's local record) while
     summaries still fit in ``outbox_summary_reserve_rows`` extra rows. A warning (and the
     ``seminote_outbox_fill_ratio`` gauge) fires at ``outbox_warn_fill_ratio`` so operators act before.
+    The relay runs as a child process of the edge at ``relay_niceness`` lower priority.
     """
 
     enabled: bool = Field(False, description="record results in the outbox and relay them to NATS")
@@ -99,7 +100,10 @@ class SyncSettings(BaseModel):
     relay_read_rows: int = Field(512, ge=1, description="outbox rows read per relay round")
     publish_window: int = Field(64, ge=1, description="rows in flight at once (at most one per session)")
     relay_max_rows_per_s: float = Field(
-        1000.0, ge=0, description="catch-up pace, so a backlog never starves live sessions (0: no limit)"
+        1000.0, ge=0, description="catch-up pace, so edges catching up at once do not flood NATS (0: no limit)"
+    )
+    relay_niceness: int = Field(
+        10, ge=0, le=19, description="how much lower the relay process's CPU priority is than the edge's (nice)"
     )
     publish_timeout_s: float = Field(2.0, gt=0, description="wait for one JetStream publish ack")
     backoff_initial_s: float = Field(0.1, gt=0, description="first retry delay while NATS is away")

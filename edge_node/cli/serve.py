@@ -19,8 +19,7 @@ from ..envconfig import EXIT_CONFIG, SettingsInvalid, load_settings
 from ..errors import SeminoteEdgeError
 from ..lifecycle import drain, register_lifecycle_metrics, service_status
 from ..logs import configure_logging
-from ..outbox import Outbox
-from ..relay import Relay
+from ..relay_process import ResultSync
 from ..sdnotify import PROTOCOL_ENV, Notifier, NotifyConfig
 from ..settings import EdgeSettings
 from ..signaling import MANAGER_KEY, create_app
@@ -98,18 +97,15 @@ async def serve(app: web.Application, settings: EdgeSettings, notify: NotifyConf
     notifier = Notifier(notify or NotifyConfig(), status=lambda: service_status(manager))
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.server.shutdown_grace_s)
     agent: EdgeAgent | None = None
-    outbox: Outbox | None = None  # result sync (issue 5)
-    relay: Relay | None = None
+    sync: ResultSync | None = None  # result sync (issue 5)
     await runner.setup()
     await notifier.start()
     try:
-        # result sync (issue 5): sessions record results in the outbox; the relay ships them to NATS.
+        # result sync (issue 5): sessions record results in the outbox; a relay process ships them to NATS.
         if settings.sync.enabled:
-            outbox = Outbox(settings.sync, settings.edge_id, registry=app[MANAGER_KEY].metrics.registry)
-            await outbox.start()
-            relay = Relay(settings.sync, outbox, settings.edge_id)
-            await relay.start()
-            app[MANAGER_KEY].results = outbox
+            sync = ResultSync(settings.sync, settings.edge_id, registry=app[MANAGER_KEY].metrics.registry)
+            await sync.start()
+            app[MANAGER_KEY].results = sync.outbox
         site = web.TCPSite(runner, settings.server.host, settings.server.port)
         await site.start()
         server = getattr(site, "_server", None)
@@ -139,11 +135,9 @@ async def serve(app: web.Application, settings: EdgeSettings, notify: NotifyConf
         if agent is not None:
             await agent.aclose()
         await runner.cleanup()
-        if relay is not None:  # result sync (issue 5): sessions are closed, so flush the outbox last
+        if sync is not None:  # result sync (issue 5): sessions are closed, so flush the outbox last
             notifier.status("flushing the outbox")
-            await relay.drain(settings.server.shutdown_grace_s)
-            await relay.aclose()
-        if outbox is not None:
-            await outbox.aclose()
+            await sync.drain(settings.server.shutdown_grace_s)
+            await sync.aclose()
         await notifier.aclose()
     log.info("edge stopped")

@@ -1,14 +1,16 @@
 """A stand-in edge process for the sync tests: sessions that emit results at a steady rate.
 
-It runs the real :class:`edge_node.outbox.Outbox` and :class:`edge_node.relay.Relay` exactly as the
-edge daemon does; only the sessions are synthetic, so the tests know every result that must arrive.
+It runs the real :class:`edge_node.relay_process.ResultSync` exactly as the edge daemon does (the
+outbox in this process, the relay in a child process of it); only the sessions are synthetic, so the
+tests know every result that must arrive.
 Session ``s0000``..: result j has seq 2j+1 (``note`` for even j, ``score`` for odd j) and is preceded
 by an unsynced ``pitch`` event with seq 2j, which the outbox must leave out. After its last result a
 session records its summary.
 
 Restarted after a SIGKILL, it resumes every session after the last result its outbox recorded (what
-it held only in memory died with it, like a real session's unrecorded audio), and the relay publishes
-what the outbox still holds. It exits 0 once everything is produced and the outbox is empty.
+it held only in memory died with it, like a real session's unrecorded audio), and a new relay process
+publishes what the outbox still holds (the old one exits when its parent dies). It exits 0 once
+everything is produced and the outbox is empty.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import time
 from pathlib import Path
 
 from edge_node.events import Event
-from edge_node.outbox import Outbox
-from edge_node.relay import Relay
+from edge_node.logs import configure_logging
+from edge_node.relay_process import ResultSync
 from edge_node.settings import SyncSettings
 
 TICK_S = 0.02  # one audio chunk
@@ -53,7 +55,9 @@ async def run(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    async with Outbox(settings, args.edge_id) as outbox, Relay(settings, outbox, args.edge_id):
+    async with ResultSync(settings, args.edge_id) as sync:
+        outbox = sync.outbox
+        print(f"producer started, relay pid {sync.relay.pid}", flush=True)
         next_j: list[int] = []
         for i in range(args.sessions):
             record = await outbox.session(session_name(i))
@@ -87,10 +91,10 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
         await outbox.flush()
         while True:  # until the relay has published everything (or SIGTERM)
-            if stop.is_set() or not outbox.rows:
+            if stop.is_set() or not await outbox.refresh_rows():
                 break
             await asyncio.sleep(0.05)
-        print(f"producer done, outbox rows left {outbox.rows}", flush=True)
+        print(f"producer done, outbox rows left {outbox.rows}, relay restarts {sync.relay.restarts}", flush=True)
     return 0
 
 
@@ -105,6 +109,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2000.0, help="results per second, all sessions")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--flush-ms", type=float, default=100.0)
+    configure_logging("json")
     return asyncio.run(run(parser.parse_args()))
 
 

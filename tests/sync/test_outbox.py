@@ -10,7 +10,7 @@ import pytest
 
 from edge_node.errors import OutboxError
 from edge_node.events import Event
-from edge_node.outbox import Outbox
+from edge_node.outbox import Outbox, OutboxReader
 from edge_node.settings import SyncSettings
 
 
@@ -38,7 +38,8 @@ async def test_only_note_and_score_events_are_kept_in_compact_batches(tmp_path: 
                         "expected_pitch": 60, "played_pitch": 60, "timing_ms": 1.0, "velocity_delta": 0}]
         assert outbox.record_events("s1", "alice", events) == 20
         await outbox.flush()
-        rows = await outbox.fetch(100)
+        async with OutboxReader(tmp_path / "outbox.db") as reader:
+            rows = await reader.fetch(100)
     assert [r.results for r in rows] == [4, 4, 4, 4, 4]
     seqs = [e["seq"] for r in rows for e in json.loads(r.payload)["events"]]
     assert seqs == sorted(seqs) and len(seqs) == 20
@@ -74,28 +75,33 @@ async def test_a_full_outbox_refuses_new_batches_but_keeps_summaries_and_counts_
         assert record is not None
         assert (record.results_recorded, record.results_dropped, record.has_summary) == (6, 4, True)
         assert outbox.dropped_results == 4
-        # Once the relay frees room, new batches are taken again.
-        rows = await outbox.fetch(2)
-        await outbox.delete([r.id for r in rows])
+        # Once the relay (its own connection, as in the relay process) frees room, new batches are
+        # taken again: the bound counts the rows in the file, not what this process wrote.
+        async with OutboxReader(tmp_path / "outbox.db") as reader:
+            rows = await reader.fetch(2)
+            await reader.delete([r.id for r in rows])
+            assert await reader.count() == 2
         outbox.record_events("s1", "alice", [note(11), note(12)])
         await outbox.flush()
         assert outbox.rows == 3
+        assert outbox.metrics.registry.get_sample_value("seminote_outbox_rows") == 3
         assert outbox.metrics.registry.get_sample_value("seminote_outbox_dropped_results_total") == 4
 
 
 async def test_message_ids_are_never_reused_after_deletes_or_a_reopen(tmp_path: Path) -> None:
     s = settings(tmp_path)
-    async with Outbox(s, "edge-a") as outbox:
+    async with Outbox(s, "edge-a") as outbox, OutboxReader(s.outbox_path) as reader:
         outbox.record_events("s1", "alice", [note(1)])
         await outbox.flush()
-        first = (await outbox.fetch(1))[0]
-        await outbox.delete([first.id])
+        first = (await reader.fetch(1))[0]
+        await reader.delete([first.id])
         epoch = outbox.epoch
-    async with Outbox(s, "edge-a") as outbox:
+        assert reader.epoch == epoch  # both connections name messages alike
+    async with Outbox(s, "edge-a") as outbox, OutboxReader(s.outbox_path) as reader:
         assert outbox.epoch == epoch  # the file remembers its epoch
         outbox.record_events("s1", "alice", [note(2)])
         await outbox.flush()
-        second = (await outbox.fetch(1))[0]
+        second = (await reader.fetch(1))[0]
     assert second.id > first.id  # AUTOINCREMENT: a deleted id is not handed out again
     assert first.msg_id("edge-a", epoch) != second.msg_id("edge-a", epoch)
     (tmp_path / "outbox.db").unlink()
@@ -107,9 +113,9 @@ async def test_unflushed_results_are_written_at_close_and_survive_a_reopen(tmp_p
     s = settings(tmp_path, flush_interval_ms=60_000)
     async with Outbox(s, "edge-a") as outbox:
         outbox.record_events("s1", "alice", [note(1), note(2), note(3)])
-    async with Outbox(s, "edge-a") as outbox:
+    async with Outbox(s, "edge-a") as outbox, OutboxReader(s.outbox_path) as reader:
         assert outbox.rows == 1
-        rows = await outbox.fetch(10)
+        rows = await reader.fetch(10)
         assert rows[0].results == 3
 
 

@@ -1,7 +1,7 @@
 """Progress queries: the store's answers with exact numbers, and the whole path through the control plane.
 
 The end-to-end test runs a real nats-server, a real control plane with the ingest enabled, the edge's
-real outbox and relay in this process, and ``seminotectl`` as a subprocess.
+real outbox (in this process) and relay process, and ``seminotectl`` as a subprocess.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from control_plane.settings import (
     GrpcSettings,
     ResultSyncSettings,
 )
-from edge_node.outbox import Outbox
-from edge_node.relay import Relay
+from edge_node.relay_process import ResultSync
 from edge_node.settings import SyncSettings
 
 from .harness import NatsNode
@@ -124,7 +123,8 @@ async def test_results_from_an_edge_reach_seminotectl_through_the_control_plane(
     async with ControlPlane(settings) as cp:
         assert cp.ingest is not None and cp.progress_store is not None
         await asyncio.wait_for(cp.ingest.ready.wait(), 10)
-        async with Outbox(edge, "edge-p") as outbox, Relay(edge, outbox, "edge-p"):
+        async with ResultSync(edge, "edge-p") as sync:
+            outbox = sync.outbox
             for n, sid in enumerate(("p1", "p2")):
                 outbox.record_events(sid, "cat", events_message(sid, "cat", 0, list(range(1, 41)), "-").events)
                 outbox.record_summary(sid, "cat", summary_message(sid, "cat", 0, 70.0 + 10 * n, "-").summary or {})
