@@ -4,8 +4,8 @@ A relay catching up a backlog does JSON, SQLite and NATS protocol work for every
 edge's event loop (and under its GIL) that work delays the audio path's frames, which showed as a
 feedback p99 of 72 ms instead of 30 ms while 100,000 rows drained. So the edge runs the relay as
 ``python -m edge_node.relay_process``: its own interpreter, its own SQLite connection to the outbox
-file (WAL), and ``relay_niceness`` lower CPU priority (:func:`os.nice`), so on a busy machine the
-scheduler gives the audio path the CPU first.
+file (WAL), and ``relay_niceness`` lower CPU priority (set by the edge with :func:`os.setpriority`
+as soon as it is spawned), so on a busy machine the scheduler gives the audio path the CPU first.
 
 Pipe protocol, one JSON object per line:
 
@@ -77,7 +77,8 @@ def lock_path(outbox_path: Path) -> Path:
 
 class RelayProcess:
     """Runs, feeds and supervises the relay child process for one :class:`Outbox` (see module
-    docstring). ``stats`` totals what every relay process reported; ``pid`` is the current one."""
+    docstring). ``stats`` totals what every relay process reported; ``pid`` is the current one and
+    ``exit_code`` how the last one ended."""
 
     def __init__(self, settings: SyncSettings, edge_id: str, outbox: Outbox, log_format: str | None = None) -> None:
         self.settings = settings
@@ -87,6 +88,7 @@ class RelayProcess:
         self.log_format = log_format or _current_log_format()
         self.stats = RelayStats()
         self.restarts = 0
+        self.exit_code: int | None = None
         self._last = RelayStats()  # the current process's last report
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -95,6 +97,7 @@ class RelayProcess:
         self._drain_deadline: float | None = None
         self._drained = asyncio.Event()
         self._restart_now = asyncio.Event()
+        self._first_spawn = asyncio.Event()
 
     @property
     def pid(self) -> int | None:
@@ -102,7 +105,7 @@ class RelayProcess:
         return proc.pid if proc is not None and proc.returncode is None else None
 
     async def start(self) -> None:
-        """Start supervising: the first relay process is spawned at once."""
+        """Start supervising; returns once the first relay process was spawned (or failed to be)."""
         if self._state == "closed":
             raise SyncError("relay process was closed; create a new one")
         if self._state == "running":
@@ -110,6 +113,7 @@ class RelayProcess:
         self._state = "running"
         self._supervisor = asyncio.create_task(self._supervise(), name="relay-supervisor")
         self._waker = asyncio.create_task(self._forward_wakes(), name="relay-waker")
+        await self._first_spawn.wait()
 
     async def drain(self, timeout_s: float) -> bool:
         """The shutdown step "flush the outbox": write what sessions recorded, have the relay publish
@@ -124,6 +128,8 @@ class RelayProcess:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s + DRAIN_MARGIN_S):
                     await self._drained.wait()
+            if self._drained.is_set() and self._supervisor is not None:  # the relay exits after its report
+                await asyncio.wait({self._supervisor}, timeout=CHILD_EXIT_TIMEOUT_S)
         left = await self.outbox.refresh_rows()
         if left:
             log.warning("relay stopped with rows left in the outbox", outbox_rows=left)
@@ -180,6 +186,8 @@ class RelayProcess:
             except OSError as exc:
                 log.error("relay process could not be started", error=repr(exc))
                 code = None
+            finally:
+                self._first_spawn.set()
             if self._state != "running" or self._drained.is_set():
                 return
             if loop.time() - started >= RESTART_STABLE_S:
@@ -198,9 +206,15 @@ class RelayProcess:
             sys.executable, "-m", __name__, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         self._proc = proc
+        self._first_spawn.set()
+        # Lowered from here, before it reads its configuration: its start-up runs at low priority too,
+        # and every thread it starts inherits the niceness.
+        niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + self.settings.relay_niceness)
+        with contextlib.suppress(ProcessLookupError):
+            os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)
         self._last = RelayStats()
         self.metrics.relay_running.set(1)
-        log.info("relay process started", pid=proc.pid, niceness=self.settings.relay_niceness)
+        log.info("relay process started", pid=proc.pid, niceness=niceness)
         try:
             self._send({"edge_id": self.edge_id, "sync": self.settings.model_dump(mode="json"),
                         "log_format": self.log_format})
@@ -209,7 +223,8 @@ class RelayProcess:
             assert proc.stdout is not None
             async for line in proc.stdout:  # until the process exits (or closes its stdout)
                 self._on_report(line)
-            return await proc.wait()
+            self.exit_code = await proc.wait()
+            return self.exit_code
         finally:
             if proc.returncode is None:  # cancelled: never leave it behind
                 proc.kill()
@@ -374,7 +389,6 @@ async def _child() -> int:
         return 0  # the edge went away before it configured us
     config = json.loads(first)
     settings = SyncSettings.model_validate(config["sync"])
-    os.nice(settings.relay_niceness)
     configure_logging(str(config.get("log_format", "json")))
     structlog.contextvars.bind_contextvars(edge_id=config["edge_id"], process="relay")
     relay = Relay(settings, str(config["edge_id"]))
