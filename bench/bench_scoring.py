@@ -81,6 +81,20 @@ def accuracy(seeds: range) -> dict[str, Any]:
     }
 
 
+def octave_slips(seeds: range) -> dict[str, Any]:
+    """The same held-out performances with every wrong pitch an octave slip, through the audio path:
+    the light-mode tracker's harmonic leeway must not forgive a clearly heard octave."""
+    total = Evaluation()
+    for seed in seeds:
+        perf = heldout_performance(seed, octave_slips=True)
+        total.merge(evaluate(perf, follow_audio(perf, HELDOUT_SOUNDFONT, seed=seed).judgements))
+    d = total.as_dict()
+    out = {"wrong_pitch": d["classes"]["wrong_pitch"], "clean_marked_correct": d["clean_marked_correct"],
+           "transcription_pitch_errors": d["transcription_pitch_errors"]}
+    log(f"octave slips: {json.dumps(out)}")
+    return out
+
+
 MISSED_TIMEOUT_S = 0.25  # the alternative policy: a group 250 ms overdue with nothing played is missed
 
 
@@ -133,6 +147,7 @@ def main() -> int:
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
         "heldout": accuracy(seeds),
         "missed_policies": missed_policies(seeds),
+        "octave_slips_audio": octave_slips(seeds),
         "follower_cost": cost(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ follower and reported apart, so losses caused by the transcription front end are
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,16 +28,21 @@ HELDOUT_SEEDS = range(1000, 1020)
 MELODY_REGISTER = (55, 84)  # where the light-mode pitch tracker is reliable
 
 
-def tuning_performance(seed: int, level: int | None = None, n_notes: int = 40) -> Performance:
-    """The tuning set (tests, tuning): a ``melody`` at 0.6x-1.3x with drift, every other one restarted."""
+OCTAVE_SLIPS = (-12, 12)
+
+
+def tuning_performance(seed: int, level: int | None = None, n_notes: int = 40,
+                       octave_slips: bool = False) -> Performance:
+    """The tuning set (tests, tuning): a ``melody`` at 0.6x-1.3x with drift, every other one restarted.
+    ``octave_slips``: the wrong pitches are the written note an octave off (instead of 1-4 semitones)."""
     from ..material import midi
 
     rng = np.random.default_rng(seed)
     piece = piece_of(midi.melody(rng, lo=MELODY_REGISTER[0], hi=MELODY_REGISTER[1], n_notes=n_notes).midi)
-    return perform(piece, seed, _plan(rng, seed), level=level)
+    return perform(piece, seed, _plan(rng, seed, octave_slips), level=level)
 
 
-def heldout_performance(seed: int, level: int | None = None) -> Performance:
+def heldout_performance(seed: int, level: int | None = None, octave_slips: bool = False) -> Performance:
     """The held-out set (bench only, never tuned on): other material families (the melody voice of
     ``accented_piece``, and ``scale`` runs), the same kinds of mistakes and tempo changes."""
     from ..material import midi
@@ -49,7 +54,7 @@ def heldout_performance(seed: int, level: int | None = None) -> Performance:
     else:
         gen = midi.accented_piece(rng, bpm=float(rng.uniform(60, 120)), bars=10, register=MELODY_REGISTER)
         piece = piece_of(gen.midi, name="accented-melody", min_pitch=MELODY_REGISTER[0])
-    return perform(piece, seed, _plan(rng, seed), level=level)
+    return perform(piece, seed, _plan(rng, seed, octave_slips), level=level)
 
 
 def piece_of(pm: Any, name: str = "piece", min_pitch: int = 0) -> Piece:
@@ -60,9 +65,10 @@ def piece_of(pm: Any, name: str = "piece", min_pitch: int = 0) -> Piece:
                             bpm=float(pm.get_tempo_changes()[1][0]))
 
 
-def _plan(rng: np.random.Generator, seed: int) -> MistakePlan:
-    return MistakePlan(per_class=3, tempo_factor=float(rng.uniform(0.6, 1.3)),
+def _plan(rng: np.random.Generator, seed: int, octave_slips: bool = False) -> MistakePlan:
+    plan = MistakePlan(per_class=3, tempo_factor=float(rng.uniform(0.6, 1.3)),
                        drift=float(rng.uniform(-0.2, 0.2)), restart=seed % 2 == 0)
+    return replace(plan, wrong_intervals=OCTAVE_SLIPS) if octave_slips else plan
 
 
 @dataclass
@@ -186,7 +192,7 @@ def evaluate(perf: Performance, judgements: Sequence[Judgement]) -> Evaluation:
         j = jm
         flagged_timing = j.verdict in ("correct", "wrong_pitch") and j.timing in ("early", "late")
         assert j.played is not None
-        if not same_pitch(note.pitch, j.played.pitch, j.played.harmonic_ambiguous):
+        if not same_pitch(note.pitch, j.played.pitch, j.played.leeway):
             ev.transcription_pitch_errors += 1
             if note.label == "correct" and j.verdict != "correct":
                 ev.fp_from_transcription[j.verdict] = ev.fp_from_transcription.get(j.verdict, 0) + 1

@@ -184,8 +184,12 @@ class _PlayedGroup:
         return [n.pitch for n in self.notes]
 
     @property
-    def ambiguous(self) -> bool:
-        return any(n.harmonic_ambiguous for n in self.notes)
+    def leeway(self) -> frozenset[int]:
+        """The widest leeway of its notes (one note per group in light mode, none in detailed)."""
+        out: frozenset[int] = frozenset()
+        for n in self.notes:
+            out |= n.leeway
+        return out
 
     @property
     def time_s(self) -> float:
@@ -335,7 +339,7 @@ class ScoreFollower:
         n_groups = piece.n_groups
         t_played = pg.time_s
         pitches = pg.pitches
-        ambiguous = pg.ambiguous
+        leeway = pg.leeway
         line = h.tempo.line()
         sigma_rel = TIMING_SIGMA_REL if h.tempo.established else TIMING_SIGMA_REL_UNSURE
         pause = False
@@ -357,7 +361,7 @@ class ScoreFollower:
             if j > h.pos + 1:
                 missed_cost += COST_MISSED + COST_MISSED_CHORD_NOTE * (len(piece.groups[j - 1]) - 1)
             s_j = piece.group_onset_s[j]
-            m = match_group([piece.notes[i].pitch for i in piece.groups[j]], pitches, ambiguous)
+            m = match_group([piece.notes[i].pitch for i in piece.groups[j]], pitches, leeway)
             exp_t: float | None = None
             timing_cost = 0.0
             gap_exp = 0.0
@@ -394,13 +398,13 @@ class ScoreFollower:
             hi = bisect_right(starts, h.pos)
             for b in ((0,) if lo > 0 else ()) + starts[lo:hi]:
                 if not played_set & piece.group_pitches[b] and not (
-                    ambiguous and any(same_pitch(r, p, True) for r in piece.group_pitches[b] for p in played_set)
+                    leeway and any(same_pitch(r, p, leeway) for r in piece.group_pitches[b] for p in played_set)
                 ):
                     continue
                 bars_back = cur_bar - piece.group_bar[b]
                 restart_cost = base_cost + min(
                     COST_RESTART_PER_BAR * (bars_back + 1), COST_RESTART_TO_START if b == 0 else COST_RESTART_FAR)
-                m = match_group([piece.notes[i].pitch for i in piece.groups[b]], pitches, ambiguous)
+                m = match_group([piece.notes[i].pitch for i in piece.groups[b]], pitches, leeway)
                 tempo = h.tempo.reanchor(piece.group_onset_s[b], t_played)
                 out.append(_Hyp(b, tempo, h.cost + restart_cost + m.cost, t_played,
                                 Step("restart", b, (), None, ())))
@@ -435,7 +439,7 @@ class ScoreFollower:
         self.stats.tempo_ratios.append((pg.onset_s, chosen.tempo.ratio))
         ref_ids = piece.groups[g]
         played = sorted(pg.notes, key=lambda n: n.pitch)
-        m = match_group([piece.notes[i].pitch for i in ref_ids], [n.pitch for n in played], pg.ambiguous)
+        m = match_group([piece.notes[i].pitch for i in ref_ids], [n.pitch for n in played], pg.leeway)
         exp_t = step.expected_t if step.timing_basis else None
         tolerance = timing_tolerance_ms(step.gap_s)
         for verdict, pairs in (("correct", m.correct), ("wrong_pitch", m.wrong)):

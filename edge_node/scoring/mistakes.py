@@ -95,6 +95,8 @@ class MistakePlan:
     rubato: float = 0.0  # amplitude of a slow sinusoidal tempo modulation (relative), e.g. 0.03
     restart: bool = False
     classes: tuple[str, ...] = field(default=MISTAKE_CLASSES)
+    # a wrong pitch is the written one moved by one of these (semitones); (-12, 12): octave slips
+    wrong_intervals: tuple[int, ...] = (-4, -3, -2, -1, 1, 2, 3, 4)
 
 
 def perform(piece: Piece, seed: int, plan: MistakePlan, level: int | None = None) -> Performance:
@@ -193,7 +195,7 @@ def perform(piece: Piece, seed: int, plan: MistakePlan, level: int | None = None
         shift = 0.0
         if mistake == "wrong_pitch":
             label = "wrong_pitch"
-            pitch = _other_pitch(prng, ref.pitch, _neighbour_pitches(k, sequence, piece))
+            pitch = _other_pitch(prng, ref.pitch, _neighbour_pitches(k, sequence, piece), plan.wrong_intervals)
         elif mistake == "timing":
             shift = float(prng.uniform(TIMING_SHIFT_MIN_S, TIMING_SHIFT_MAX_S)) * (1 if prng.random() < 0.5 else -1)
             label = "late" if shift > 0 else "early"
@@ -240,9 +242,10 @@ def _neighbour_pitches(k: int, sequence: list[tuple[int, float, bool]], piece: P
     return out
 
 
-def _other_pitch(rng: np.random.Generator, pitch: int, avoid: set[int]) -> int:
+def _other_pitch(rng: np.random.Generator, pitch: int, avoid: set[int],
+                 intervals: tuple[int, ...] = (-4, -3, -2, -1, 1, 2, 3, 4)) -> int:
     for _ in range(20):
-        cand = pitch + int(rng.choice([-4, -3, -2, -1, 1, 2, 3, 4]))
+        cand = pitch + int(rng.choice(list(intervals)))
         if cand not in avoid and cand != pitch and 21 <= cand <= 108:
             return cand
     return pitch + 5 if pitch + 5 not in avoid else pitch - 5

@@ -37,6 +37,10 @@ REFINE_MIN_FRAMES = 2
 REFINE_MIN_CONFIDENCE = 0.5
 PITCH_EVENT_HALF_WINDOW_S = 0.011  # a pitch event at t is emitted about this long after t
 PITCH_HISTORY_S = 2.0
+# A kernel note whose settled part reads one pitch this clearly loses the octave leeway (an octave
+# off is then the student's slip, see verdicts.HARMONIC_INTERVALS); a short or split reading keeps it.
+REFINE_SURE_FRAMES = 4
+REFINE_SURE_SHARE = 0.8
 
 
 class ScoreObserver:
@@ -107,8 +111,9 @@ class ScoreObserver:
             start = note.onset_s + REFINE_START_S
             frames = [p for t, p in self._pitch_frames if start <= t <= end]
             if len(frames) >= REFINE_MIN_FRAMES:
-                pitch = Counter(frames).most_common(1)[0][0]
-                note = PlayedNote(note.onset_s, pitch, note.velocity, note.note_id, note.harmonic_ambiguous)
+                pitch, votes = Counter(frames).most_common(1)[0]
+                sure = len(frames) >= REFINE_SURE_FRAMES and votes >= REFINE_SURE_SHARE * len(frames)
+                note = PlayedNote(note.onset_s, pitch, note.velocity, note.note_id, note.harmonic_ambiguous, sure)
             self.follower.add(note)
 
     def finish(self, now_s: float) -> Iterable[Emitted]:

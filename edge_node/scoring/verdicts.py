@@ -28,9 +28,12 @@ COST_EXTRA = 4.0
 # A monophonic pitch tracker's typical errors: the note reported at a (sub)harmonic, i.e. shifted by
 # 12 x log2(k) semitones (k = 2, 3, 4, 5, 6). For notes flagged ``harmonic_ambiguous`` (light-mode
 # kernel notes) such a pitch counts as the written one, but at a cost between an exact match and a
-# wrong pitch, so a skipped note followed by an octave leap is still a skip. The price: a student's
-# real octave slip is judged correct in light mode.
+# wrong pitch, so a skipped note followed by an octave leap is still a skip. The octave is the
+# exception once the note's settled part reads one pitch clearly (``octave_sure``): the tracker's
+# sure misreadings are deep subharmonics (19, 28 semitones), while a student's slip is an octave.
 HARMONIC_INTERVALS = frozenset({12, 19, 24, 28, 31})
+SURE_HARMONIC_INTERVALS = HARMONIC_INTERVALS - {12}
+NO_LEEWAY: frozenset[int] = frozenset()
 COST_HARMONIC_MATCH = 2.5
 
 
@@ -43,6 +46,14 @@ class PlayedNote:
     velocity: int = 64
     note_id: int | str | None = None
     harmonic_ambiguous: bool = False  # the transcription may report it at a (sub)harmonic
+    octave_sure: bool = False  # ...but its reading was clear enough that an octave off is a slip
+
+    @property
+    def leeway(self) -> frozenset[int]:
+        """Intervals (semitones) at which this note still counts as the written pitch."""
+        if not self.harmonic_ambiguous:
+            return NO_LEEWAY
+        return SURE_HARMONIC_INTERVALS if self.octave_sure else HARMONIC_INTERVALS
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,35 +117,35 @@ class GroupMatch:
     cost: float
 
 
-def same_pitch(ref: int, played: int, harmonic_ambiguous: bool) -> bool:
-    """Whether ``played`` counts as ``ref`` (exactly, or at a harmonic interval when ambiguous)."""
-    return ref == played or (harmonic_ambiguous and abs(ref - played) in HARMONIC_INTERVALS)
+def same_pitch(ref: int, played: int, leeway: frozenset[int] = NO_LEEWAY) -> bool:
+    """Whether ``played`` counts as ``ref`` (exactly, or at an interval of ``leeway``)."""
+    return ref == played or abs(ref - played) in leeway
 
 
 def match_group(ref_pitches: Sequence[int], played_pitches: Sequence[int],
-                harmonic_ambiguous: bool = False) -> GroupMatch:
+                leeway: frozenset[int] = NO_LEEWAY) -> GroupMatch:
     """Pair a reference group's pitches with a played group's: exact matches, then nearest pitches.
 
     Polyphony-ready: a chord with one wrong key gives one ``wrong`` pair, a chord with a key not
     pressed one ``missed``, an extra key one ``extra``. The cost feeds the follower's alignment.
-    With ``harmonic_ambiguous`` (monophonic tracker input) a pitch at a harmonic interval of the
-    written one is taken as correct (see :data:`HARMONIC_INTERVALS`).
+    With a ``leeway`` (monophonic tracker input, :attr:`PlayedNote.leeway`) a pitch at one of its
+    intervals from the written one is taken as correct (see :data:`HARMONIC_INTERVALS`).
     """
     if len(ref_pitches) == 1 and len(played_pitches) == 1:  # the monophonic fast path
         if ref_pitches[0] == played_pitches[0]:
             return GroupMatch(((0, 0),), (), (), (), 0.0)
-        if harmonic_ambiguous and abs(ref_pitches[0] - played_pitches[0]) in HARMONIC_INTERVALS:
+        if abs(ref_pitches[0] - played_pitches[0]) in leeway:
             return GroupMatch(((0, 0),), (), (), (), COST_HARMONIC_MATCH)
         return GroupMatch((), ((0, 0),), (), (), COST_WRONG_PITCH)
     free_ref = list(range(len(ref_pitches)))
     free_played = list(range(len(played_pitches)))
     correct: list[tuple[int, int]] = []
     harmonic = 0
-    for exact in (True, False) if harmonic_ambiguous else (True,):
+    for exact in (True, False) if leeway else (True,):
         for r in list(free_ref):
             for p in free_played:
                 if played_pitches[p] == ref_pitches[r] or (
-                    not exact and abs(played_pitches[p] - ref_pitches[r]) in HARMONIC_INTERVALS
+                    not exact and abs(played_pitches[p] - ref_pitches[r]) in leeway
                 ):
                     correct.append((r, p))
                     harmonic += not exact

@@ -52,6 +52,18 @@ def test_each_mistake_class_is_found_in_rendered_performances(
     assert total.clean_accuracy >= MIN_CLEAN_CORRECT, report
 
 
+def test_octave_slips_are_wrong_notes_in_light_mode() -> None:
+    """The pitch tracker's (sub)harmonic misreadings are forgiven, but a clearly heard note an octave
+    off the written one is the student's slip (tuning melodies, wrong pitches all octave slips)."""
+    total = Evaluation()
+    for seed in range(100, 106):
+        perf = tuning_performance(seed, octave_slips=True)
+        total.merge(evaluate(perf, follow_audio(perf, "FluidR3_GM.sf2").judgements))
+    wrong = total.classes["wrong_pitch"]
+    assert wrong.tp + wrong.fn >= 15 and wrong.precision >= MIN_PRECISION and wrong.recall >= MIN_RECALL, total.as_dict()
+    assert total.clean_accuracy >= MIN_CLEAN_CORRECT, total.as_dict()
+
+
 def test_every_score_event_comes_within_300_ms_of_the_note_it_judges(
     tuning_results: list[tuple[Performance, ScoreObserver]],
 ) -> None:

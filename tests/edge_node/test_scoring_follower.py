@@ -15,7 +15,7 @@ from edge_node.scoring.follower import follow_notes
 from edge_node.scoring.mistakes import MistakePlan, Performance, perform
 from edge_node.scoring.piece import Piece
 from edge_node.scoring.summary import summarize
-from edge_node.scoring.verdicts import match_group
+from edge_node.scoring.verdicts import HARMONIC_INTERVALS, match_group
 
 MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
@@ -130,7 +130,7 @@ def test_polyphonic_group_matching_pairs_exact_pitches_first() -> None:
     assert [r for r, _ in m.correct] == [0, 2] and m.missed == (1,)
     m = match_group([60, 64], [60, 64, 72])
     assert m.extra == (2,) and m.cost > 0
-    assert match_group([60], [48], harmonic_ambiguous=True).correct == ((0, 0),)
+    assert match_group([60], [48], HARMONIC_INTERVALS).correct == ((0, 0),)
     assert match_group([60], [48]).wrong == ((0, 0),)
 
 
