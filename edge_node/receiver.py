@@ -19,12 +19,15 @@ loop (a 20 ms Opus frame decodes in ~40 µs):
 
 :func:`install` hooks this path into an aiortc :class:`~aiortc.RTCRtpReceiver` (its RTCP, stats and
 SSRC bookkeeping keep running; its jitter buffer is replaced by one that discards, so the stock
-decoder thread idles).
+decoder thread idles) and returns a :data:`~edge_node.rtc.MediaHandler` for
+:func:`edge_node.rtc.tune_sockets`: SRTP datagrams are then unprotected and pushed here straight from
+the socket's read callback (the stream statistics behind the receiver's RTCP reports are still fed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -33,8 +36,10 @@ from typing import Any
 import av
 import av.error
 import numpy as np
+import pylibsrtp
 import structlog
 from aiortc import RTCRtpReceiver
+from aiortc.rtcrtpreceiver import StreamStatistics
 
 from .audio import SAMPLE_RATE_HZ, MonoResampler
 
@@ -49,6 +54,8 @@ CONCEAL_FADE_SAMPLES = 48  # 1 ms
 _S16_SCALE = np.float32(1.0 / 32768.0)
 _HALF_RANGE = 1 << 31
 _FULL_RANGE = 1 << 32
+_RTP_FIXED = struct.Struct("!BBHII")
+_RTP_EXT_LENGTH = struct.Struct("!H")
 
 AudioSink = Callable[[np.ndarray, float], None]
 """Receives decoded mono float32 48 kHz samples and the arrival time (``time.monotonic()``) of the
@@ -239,16 +246,30 @@ class _DiscardingJitterBuffer:
         return False, None
 
 
+class _RtpSeen:
+    """What aiortc's receive statistics read of an RTP packet."""
+
+    __slots__ = ("sequence_number", "timestamp")
+
+    def __init__(self, sequence_number: int, timestamp: int) -> None:
+        self.sequence_number = sequence_number
+        self.timestamp = timestamp
+
+
 def install(
     receiver: RTCRtpReceiver, path: AudioReceivePath, payload_types: Collection[int]
-) -> Callable[[], None]:
+) -> tuple[Callable[[], None], Callable[[bytes], bool]]:
     """Route ``receiver``'s packets of the given (Opus) payload types into ``path``.
 
-    Returns a function that undoes the hook (drops the references it added), for teardown.
+    Returns a function that undoes the hook (drops the references it added), for teardown, and the
+    socket-level media handler (see the module docstring) to give :func:`edge_node.rtc.tune_sockets`.
     """
     pts = frozenset(payload_types)
     stock = receiver._handle_rtp_packet
     receiver._RTCRtpReceiver__jitter_buffer = _DiscardingJitterBuffer()  # type: ignore[attr-defined]
+    dtls: Any = receiver.transport
+    streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+    clock = time.monotonic
 
     async def handle_rtp_packet(packet: Any, arrival_time_ms: int) -> None:
         if packet.payload_type in pts and packet.payload:
@@ -259,9 +280,44 @@ def install(
                 log.exception("receive path failed on a packet")
         await stock(packet, arrival_time_ms)
 
+    def handle_srtp(data: bytes) -> bool:
+        srtp = dtls._rx_srtp
+        if srtp is None or path._closed:
+            return False
+        arrival = clock()
+        try:
+            plain = srtp.unprotect(data)
+        except pylibsrtp.Error:
+            return True  # aiortc drops these too (replayed, forged, not for this session)
+        dtls._RTCDtlsTransport__rx_bytes += len(data)
+        dtls._RTCDtlsTransport__rx_packets += 1
+        size = len(plain)
+        if size < 12:
+            return True
+        first, second, seq, ts, ssrc = _RTP_FIXED.unpack_from(plain)
+        start = 12 + 4 * (first & 0x0F)
+        if first & 0x10:  # header extension
+            if size < start + 4:
+                return True
+            start += 4 + 4 * _RTP_EXT_LENGTH.unpack_from(plain, start + 2)[0]
+        end = size - plain[-1] if first & 0x20 else size  # padding
+        if end <= start:
+            return True
+        stats = streams.get(ssrc)
+        if stats is None:
+            stats = streams[ssrc] = StreamStatistics(RTP_CLOCK_HZ)
+        stats.add(_RtpSeen(seq, ts))  # type: ignore[arg-type]
+        if second & 0x7F in pts:
+            try:
+                path.push(plain[start:end], ts, arrival)
+            except Exception:  # one session's audio must never break the socket's read loop
+                path.stats.decode_errors += 1
+                log.exception("receive path failed on a packet")
+        return True
+
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
 
     def uninstall() -> None:
         receiver.__dict__.pop("_handle_rtp_packet", None)
 
-    return uninstall
+    return uninstall, handle_srtp

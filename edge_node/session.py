@@ -10,6 +10,12 @@ the client created before its offer. Control messages come back on that channel 
 - ``{"type": "set_piece", "piece": "..."}`` → ``{"type": "ack", "of": "set_piece", ...}``
 - ``{"type": "stop"}`` → the pipeline's final events, then the session ends
 
+The events that one audio packet produces leave together, as one bundled SCTP packet
+(:func:`edge_node.rtc.send_bundled`). Meter events (``pitch``, ``dynamics``, ``tempo``) may wait up to
+``server.feedback_hold_ms`` to share a packet with later ones; any other event (``onset``, ``note``,
+``score``, ...) is sent at once, with whatever waits before it, so seq order is kept and onsets are
+never delayed.
+
 Control replies (``pong``, ``ack``) carry no ``seq``: ``seq`` numbers feedback events only. Bad control
 messages (not JSON, unknown type, too large, too many) get an ``error`` event and change nothing else;
 a sustained flood ends the session. A failure inside the analysis becomes an ``error`` event for this
@@ -39,7 +45,7 @@ from .metrics import EdgeMetrics
 from .outbox import Outbox
 from .pipeline import StreamingPipeline
 from .receiver import DEFAULT_FRAME_SAMPLES, AudioReceivePath, install
-from .rtc import tune_sockets
+from .rtc import send_bundled, tune_sockets
 from .scoring import PieceError, PieceLibrary, ScoreObserver
 from .settings import AnalysisSettings, Mode, ServerSettings
 from .tickets import TicketClaims
@@ -52,6 +58,8 @@ MAX_OFFER_CANDIDATES = 64  # each one costs connectivity checks; real clients of
 MAX_OUTBOX_EVENTS = 2000  # events held while the feedback channel is not open yet
 ERROR_EVENT_MIN_INTERVAL_S = 1.0  # per error code, for errors a client can provoke at will
 CLOSE_FLUSH_S = 1.0  # at a graceful end, time given to the data channel to drain
+HOLD_SLACK_S = 0.005  # packets arrive every 20 ms give or take: a hold of 40 ms spans two of them
+METER_EVENTS = frozenset({"pitch", "dynamics", "tempo"})  # may wait feedback_hold_ms to share a packet
 
 State = Literal["new", "connecting", "live", "closing", "closed"]
 
@@ -153,7 +161,11 @@ class PracticeSession:
         self.receive_path: AudioReceivePath | None = None
         self._uninstall: Callable[[], None] | None = None
         self._stock_task: asyncio.Task[None] | None = None
-        self._outbox: list[str] = []
+        self._outbox: list[str] = []  # feedback written before the channel opened
+        self._pending: list[str] = []  # feedback of this moment, sent together (bundled)
+        self._pending_since: float | None = None  # arrival of the audio behind the oldest held meter event
+        self._batching = False  # inside _on_audio: hold sends until the packet's events are all made
+        self._hold_s = server.feedback_hold_ms / 1000.0
         self._t_offset_s = 0.0
         self._bucket = _TokenBucket(server.dc_rate_per_s, server.dc_burst)
         self._dropped_messages = 0
@@ -187,17 +199,18 @@ class PracticeSession:
         opus_pts = [c.payloadType for c in transceiver._codecs if c.mimeType.lower() == "audio/opus"]
         if not opus_pts:
             raise OfferRejected("unsupported_codec", "no Opus payload type could be negotiated")
+        media = None
         if self.server.receive_path == "low_latency":
             path = self.receive_path = AudioReceivePath(
                 self._on_audio, reorder_window_s=self.server.reorder_window_ms / 1000.0
             )
-            self._uninstall = install(transceiver.receiver, path, [p for p in opus_pts if p is not None])
+            self._uninstall, media = install(transceiver.receiver, path, [p for p in opus_pts if p is not None])
         else:
             self._stock_task = asyncio.create_task(
                 self._read_stock_track(transceiver.receiver.track), name=f"edge-session-{self.id}-track"
             )
         await pc.setLocalDescription(await pc.createAnswer())
-        tune_sockets(pc)
+        tune_sockets(pc, media=media if self.receive_path is not None else None)
         local = pc.localDescription
         assert local is not None
         return local.sdp
@@ -234,6 +247,7 @@ class PracticeSession:
             self.pc = None
             self.receive_path = None
             self._outbox.clear()
+            self._pending.clear()
             self.state = "closed"
             self._closed.set()
 
@@ -259,14 +273,26 @@ class PracticeSession:
             self.first_audio_at = arrival
             if self.state == "connecting":
                 self.state = "live"
+        self._batching = True
         try:
             events = self.pipeline.process(samples)
-        except Exception as exc:
-            self._analysis_failed(exc)
-            return
-        if events:
             for event in events:
                 self._send_event(event)
+        except Exception as exc:
+            self._batching = False
+            self._analysis_failed(exc)
+            return
+        finally:
+            self._batching = False
+        if not self._pending:
+            return
+        if self._pending_since is None:
+            self._pending_since = arrival
+        if (
+            arrival - self._pending_since >= self._hold_s - HOLD_SLACK_S
+            or any(e["type"] not in METER_EVENTS for e in events)
+        ):
+            self.flush_feedback()
             self.metrics.feedback_latency.observe(time.monotonic() - arrival)
 
     async def _read_stock_track(self, track: MediaStreamTrack) -> None:
@@ -359,7 +385,33 @@ class PracticeSession:
         if channel.bufferedAmount > self.server.dc_max_buffered_bytes:
             self._close_soon("client_too_slow")
             return
-        channel.send(text)
+        self._pending.append(text)
+        if not self._batching:
+            self.flush_feedback()
+
+    def flush_stale_feedback(self, now: float) -> None:
+        """Send held meter events whose audio stopped coming (called by the manager's watchdog)."""
+        if self._pending_since is not None and now - self._pending_since >= self._hold_s:
+            self.flush_feedback()
+
+    def flush_feedback(self) -> None:
+        """Send the feedback that waits (bundled when aiortc's stock path has nothing queued)."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        self._pending_since = None
+        channel = self.channel
+        if channel is None or channel.readyState != "open":
+            return
+        try:
+            sent = send_bundled(channel, pending)
+        except Exception as exc:  # DTLS torn down under us: the chunks are in SCTP's sent queue or the peer is gone
+            self.log.warning("bundled feedback send failed", error=repr(exc))
+            return
+        if not sent:
+            for text in pending:
+                channel.send(text)
 
     async def _drain_channel(self, timeout_s: float) -> None:
         """Give queued feedback up to ``timeout_s`` to leave before the peer is closed."""
@@ -391,8 +443,8 @@ class PracticeSession:
         if channel is None:
             return
         outbox, self._outbox = self._outbox, []
-        for text in outbox:
-            channel.send(text)
+        self._pending = outbox + self._pending
+        self.flush_feedback()
 
     def _on_message(self, message: str | bytes) -> None:
         if self.state in ("closing", "closed"):

@@ -258,6 +258,7 @@ class SessionManager:
                 release_freed_memory()
             for session in list(self.sessions.values()):
                 session.sync_metrics()
+                session.flush_stale_feedback(now)
                 reason = session.expired(now)
                 if reason is not None:
                     self.request_close(session, reason)

@@ -37,7 +37,10 @@ class ServerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 for every interface)")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port (0: any free port)")
     public_url: str | None = Field(None, description="base URL clients reach this edge at (absolute Location)")
-    max_sessions: int = Field(64, ge=1, description="concurrent practice sessions; more get 503")
+    max_sessions: int = Field(64, ge=1, description="concurrent practice sessions of the edge (all workers); more get 503")
+    workers: int = Field(
+        0, ge=0, le=256, description="worker processes behind the one port (0: one per core; 1: a single process)"
+    )
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503 when full or draining")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest accepted request body (SDP offer)")
     ticket_public_key: str | None = Field(
@@ -74,6 +77,10 @@ class ServerSettings(BaseModel):
         "buffer and track (about 80 ms more; kept to measure against)",
     )
     shutdown_grace_s: float = Field(5.0, ge=0, description="time sessions get to say goodbye at shutdown")
+    feedback_hold_ms: float = Field(
+        0.0, ge=0, le=200, description="meter events (pitch, dynamics, tempo) may wait this long to share an SCTP "
+        "packet with later ones; onsets, notes and every other event are never held",
+    )
 
 
 # --- result sync (issue 5: outbox → NATS JetStream) ------------------------------------------------
