@@ -457,23 +457,28 @@ def _session_pb(s: AgentSession) -> edge_pb2.SessionInfo:
                                 piece=s.piece, started_at=s.started_at)
 
 
+def edge_identity(settings: EdgeSettings, base_url: str) -> EdgeIdentity:
+    """What ``seminote-edge serve`` registers as. ``capacity``: ``control.capacity``, else
+    ``server.max_sessions`` — the whole edge's limit, whatever the number of worker processes."""
+    c = settings.control
+    base = (settings.server.public_url or base_url).rstrip("/")
+    model_path = settings.analysis.model_path or DEFAULT_MODEL_PATH
+    return EdgeIdentity(
+        edge_id=settings.edge_id, region=c.region, lat=c.lat, lon=c.lon, whip_url=c.whip_url or f"{base}/v1/whip",
+        capacity=c.capacity or settings.server.max_sessions, detailed_mode=True,
+        model_loaded=Path(model_path).is_file(), features=("whip", "feedback-v1"),
+    )
+
+
 def agent_for_server(settings: EdgeSettings, manager: ManagedSessions, base_url: str) -> EdgeAgent | None:
     """The agent for ``seminote-edge serve``, or None for a standalone edge (no ``control.addr``).
 
     The control plane's ticket key, received on register, is added to the manager's trusted keys
     (replacing the one from an earlier registration, so a control plane that rotated its key is followed).
     """
-    c = settings.control
-    if not c.addr:
+    if not settings.control.addr:
         return None
-    base = (settings.server.public_url or base_url).rstrip("/")
-    whip_url = c.whip_url or f"{base}/v1/whip"
-    model_path = settings.analysis.model_path or DEFAULT_MODEL_PATH
-    identity = EdgeIdentity(
-        edge_id=settings.edge_id, region=c.region, lat=c.lat, lon=c.lon, whip_url=whip_url,
-        capacity=c.capacity or settings.server.max_sessions, detailed_mode=True,
-        model_loaded=Path(model_path).is_file(), features=("whip", "feedback-v1"),
-    )
+    identity = edge_identity(settings, base_url)
     keys: list[Any] = manager.public_keys  # type: ignore[attr-defined]
     current: list[Ed25519PublicKey] = []
 
@@ -485,4 +490,4 @@ def agent_for_server(settings: EdgeSettings, manager: ManagedSessions, base_url:
         current[:] = [key]
         keys.append(key)
 
-    return EdgeAgent(c, identity, SessionManagerHost(manager), on_public_key=trust)
+    return EdgeAgent(settings.control, identity, SessionManagerHost(manager), on_public_key=trust)

@@ -23,6 +23,7 @@ from ..relay_process import ResultSync
 from ..sdnotify import PROTOCOL_ENV, Notifier, NotifyConfig
 from ..settings import EdgeSettings
 from ..signaling import MANAGER_KEY, create_app
+from ..workers import serve_front, worker_count
 
 STOP_MARGIN_S = 10.0  # systemd stop-timeout slack beyond the final teardown's own limits
 
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         if updates:
             settings = settings.model_copy(update={"server": settings.server.model_copy(update=updates)})
+        if worker_count(settings) > 1:  # all cores (issue 8): a front process and one worker per core
+            return asyncio.run(serve_front(settings, notify, args.log_format))
         app = create_app(settings)
     except SeminoteEdgeError as exc:
         print(f"seminote-edge serve: error: {exc}", file=sys.stderr)
