@@ -78,7 +78,7 @@ class ServerSettings(BaseModel):
     )
     shutdown_grace_s: float = Field(5.0, ge=0, description="time sessions get to say goodbye at shutdown")
     feedback_hold_ms: float = Field(
-        0.0, ge=0, le=200, description="meter events (pitch, dynamics, tempo) may wait this long to share an SCTP "
+        40.0, ge=0, le=200, description="meter events (pitch, dynamics, tempo) may wait this long to share an SCTP "
         "packet with later ones; onsets, notes and every other event are never held",
     )
 
@@ -110,7 +110,7 @@ class SyncSettings(BaseModel):
         1000.0, ge=0, description="catch-up pace, so edges catching up at once do not flood NATS (0: no limit)"
     )
     relay_niceness: int = Field(
-        10, ge=0, le=19, description="how much lower the relay process's CPU priority is than the edge's (nice)"
+        19, ge=0, le=19, description="how much lower the relay process's CPU priority is than the edge's (nice)"
     )
     publish_timeout_s: float = Field(2.0, gt=0, description="wait for one JetStream publish ack")
     backoff_initial_s: float = Field(0.1, gt=0, description="first retry delay while NATS is away")
