@@ -150,7 +150,6 @@ class Outbox:
         self._warned = False
         self._wake_flusher = asyncio.Event()
         self._write_lock = asyncio.Lock()
-        self._written = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._state: Literal["new", "open", "closed"] = "new"
         self.dropped_results = 0
@@ -266,16 +265,6 @@ class Outbox:
         await self._run(self._refresh_rows)
         return self._rows
 
-    async def wait_written(self, timeout_s: float) -> bool:
-        """Wait until a flush has written rows since the last call; ``False`` on timeout."""
-        try:
-            async with asyncio.timeout(timeout_s):  # not wait_for: it can swallow a cancel on 3.11
-                await self._written.wait()
-        except TimeoutError:
-            return False
-        self._written.clear()
-        return True
-
     async def session(self, session_id: str) -> SessionRecord | None:
         """The local record of a session (what was written for it), or ``None``."""
         return await self._run(self._session, session_id)
@@ -353,20 +342,16 @@ class Outbox:
             self._pending_results = 0
             write = asyncio.get_running_loop().run_in_executor(self._executor, self._write, batch, time.time())
             try:
-                written = await asyncio.shield(write)
+                await asyncio.shield(write)
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await write  # the thread finishes regardless: let it, then keep cancelling
                 if write.exception() is not None:
                     self._requeue(batch, results)
-                elif write.result():
-                    self._written.set()
                 raise
             except Exception:
                 self._requeue(batch, results)
                 raise
-            if written:
-                self._written.set()
             return True
 
     def _requeue(self, batch: dict[str, _PendingSession], results: int) -> None:
@@ -470,6 +455,7 @@ class OutboxReader:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-reader")
         self._db: sqlite_utils.Database | None = None
         self._state: Literal["new", "open", "closed"] = "new"
+        self._data_version = -1
 
     async def start(self) -> None:
         if self._state == "closed":
@@ -510,6 +496,11 @@ class OutboxReader:
         """Rows in the outbox now."""
         return await self._run_open(self._count)  # type: ignore[no-any-return]
 
+    async def changed(self) -> bool:
+        """Whether any other connection (the edge, its workers) committed to the file since the last
+        call: a cheap look (``PRAGMA data_version``) that needs no signal from the writers."""
+        return await self._run_open(self._changed)  # type: ignore[no-any-return]
+
     async def _run_open(self, fn: Any, *args: Any) -> Any:
         if self._state != "open":
             raise OutboxError(f"outbox reader is {self._state}")
@@ -539,6 +530,12 @@ class OutboxReader:
     def _count(self) -> int:
         assert self._db is not None
         return _count_rows(self._db.conn)
+
+    def _changed(self) -> bool:
+        assert self._db is not None
+        version = int(self._db.conn.execute("PRAGMA data_version").fetchone()[0])
+        changed, self._data_version = version != self._data_version, version
+        return changed
 
 
 def open_outbox_db(path: Path) -> tuple[sqlite_utils.Database, str]:

@@ -43,8 +43,9 @@ __all__ = ["Relay", "RelayStats"]
 
 log = structlog.get_logger(__name__)
 
-IDLE_POLL_S = 1.0
-"""How long the relay sleeps on an empty outbox before looking again (:meth:`Relay.wake` on new rows)."""
+IDLE_POLL_S = 0.05
+"""How often the relay looks whether anyone wrote to an empty outbox (:meth:`OutboxReader.changed`):
+the longest a result written to an idle outbox waits before it is published."""
 
 CONNECT_TIMEOUT_S = 2.0
 DRAIN_POLL_S = 0.05
@@ -73,7 +74,6 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._state: Literal["new", "running", "closed"] = "new"
         self._backoff_s = settings.backoff_initial_s
-        self._wake = asyncio.Event()
 
     async def start(self) -> None:
         """Open the outbox and start the relay task; it connects (and reconnects) to NATS by itself."""
@@ -97,10 +97,6 @@ class Relay:
         await self._close_nats()
         await self.outbox.aclose()
 
-    def wake(self) -> None:
-        """New rows were written: look now instead of at the next idle poll."""
-        self._wake.set()
-
     async def __aenter__(self) -> Relay:
         await self.start()
         return self
@@ -115,7 +111,6 @@ class Relay:
         shutdown step "flush the outbox". Returns the rows left, which stay on disk for the next start."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        self.wake()
         while (left := await self.outbox.count()) and self._state == "running":
             if loop.time() >= deadline:
                 log.warning("relay stopped with rows left in the outbox", outbox_rows=left)
@@ -132,12 +127,12 @@ class Relay:
         while True:
             try:
                 js = await self._connect()
-                self._wake.clear()  # before the read: rows written meanwhile wake the next wait
+                await self.outbox.changed()  # before the read: a write meanwhile shows as a change
                 rows = await self.outbox.fetch(self.settings.relay_read_rows)
                 if not rows:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(IDLE_POLL_S):  # not wait_for: it can swallow a cancel
-                            await self._wake.wait()
+                    # The writers are other processes: there is no event to wait on, only the file.
+                    while not await self.outbox.changed():  # noqa: ASYNC110
+                        await asyncio.sleep(IDLE_POLL_S)
                     continue
                 while rows:  # windows from one read, so SQLite is read once per relay_read_rows rows
                     started = asyncio.get_running_loop().time()

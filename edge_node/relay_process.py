@@ -10,10 +10,12 @@ as soon as it is spawned), so on a busy machine the scheduler gives the audio pa
 Pipe protocol, one JSON object per line:
 
 - edge → relay (the child's stdin): first the configuration ``{"edge_id", "sync", "log_format"}``;
-  then ``{"op": "wake"}`` after each flush that wrote rows, and at shutdown
-  ``{"op": "drain", "timeout_s"}``: publish what is in the outbox, report, exit 0. **End of file**
-  means the edge is gone (killed, or closing the relay): the relay exits at once, leaving unacked
-  rows in the file for the next relay (re-publishing them is deduplicated by message id).
+  at shutdown ``{"op": "drain", "timeout_s"}``: publish what is in the outbox, report, exit 0.
+  **End of file** means the edge is gone (killed, or closing the relay): the relay exits at once,
+  leaving unacked rows in the file for the next relay (re-publishing them is deduplicated by message
+  id). New rows need no message: the relay notices any process's commit to the file itself
+  (:meth:`~edge_node.outbox.OutboxReader.changed`), so it serves an edge whose sessions run in
+  worker processes alike.
 - relay → edge (its stdout): ``{"op": "stats", ...}`` (cumulative :class:`~edge_node.relay.RelayStats`)
   whenever they changed, at most every ``REPORT_INTERVAL_S``, which the edge turns into its
   ``seminote_relay_*`` metrics; ``{"op": "drained", "rows_left"}`` after a drain. Its logs go to the
@@ -63,8 +65,6 @@ DRAIN_MARGIN_S = 2.0
 CHILD_EXIT_TIMEOUT_S = 5.0
 """How long the edge waits for a relay to exit at end of file before it kills it."""
 LOCK_POLL_S = 0.05
-MAX_UNSENT_WAKE_BYTES = 4096
-"""Wakes are dropped while this much is unsent to a stalled relay (it polls the outbox anyway)."""
 
 
 def lock_path(outbox_path: Path) -> Path:
@@ -92,7 +92,6 @@ class RelayProcess:
         self._last = RelayStats()  # the current process's last report
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._waker: asyncio.Task[None] | None = None
         self._state: Literal["new", "running", "closed"] = "new"
         self._drain_deadline: float | None = None
         self._drained = asyncio.Event()
@@ -112,7 +111,6 @@ class RelayProcess:
             return
         self._state = "running"
         self._supervisor = asyncio.create_task(self._supervise(), name="relay-supervisor")
-        self._waker = asyncio.create_task(self._forward_wakes(), name="relay-waker")
         await self._first_spawn.wait()
 
     async def drain(self, timeout_s: float) -> bool:
@@ -143,10 +141,6 @@ class RelayProcess:
             return
         self._state = "closed"
         self._restart_now.set()
-        if self._waker is not None:
-            self._waker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._waker
         proc = self._proc
         if proc is not None and proc.stdin is not None:
             proc.stdin.close()
@@ -258,21 +252,14 @@ class RelayProcess:
         self.stats.nats_connected = now.nats_connected
         self._last = now
 
-    async def _forward_wakes(self) -> None:
-        while True:
-            if await self.outbox.wait_written(REPORT_INTERVAL_S * 4):
-                self._send({"op": "wake"}, droppable=True)
-
     def _send_drain(self) -> None:
         assert self._drain_deadline is not None
         remaining_s = max(0.0, self._drain_deadline - asyncio.get_running_loop().time())
         self._send({"op": "drain", "timeout_s": remaining_s})
 
-    def _send(self, message: dict[str, Any], droppable: bool = False) -> None:
+    def _send(self, message: dict[str, Any]) -> None:
         proc = self._proc
         if proc is None or proc.stdin is None or proc.stdin.is_closing():
-            return
-        if droppable and proc.stdin.transport.get_write_buffer_size() > MAX_UNSENT_WAKE_BYTES:
             return
         proc.stdin.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
 
@@ -402,9 +389,7 @@ async def _child() -> int:
                 log.info("relay process exiting: the edge closed its pipe")
                 return 0
             command = json.loads(line)
-            if command.get("op") == "wake":
-                relay.wake()
-            elif command.get("op") == "drain":
+            if command.get("op") == "drain":
                 left = await _drain(relay, running, float(command["timeout_s"]), commands, work)
                 reporter.final({"op": "drained", "rows_left": left})
                 log.info("relay drained the outbox", rows_left=left)
