@@ -27,10 +27,13 @@ the socket's read callback (the stream statistics behind the receiver's RTCP rep
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import struct
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import av
@@ -56,6 +59,63 @@ _HALF_RANGE = 1 << 31
 _FULL_RANGE = 1 << 32
 _RTP_FIXED = struct.Struct("!BBHII")
 _RTP_EXT_LENGTH = struct.Struct("!H")
+
+OPUS_MAX_FRAME_SAMPLES = 5760  # 120 ms at 48 kHz, the longest Opus packet
+
+
+def _load_libopus() -> Any:
+    """libopus through ctypes: the copy inside PyAV's wheel, else the system's; None if neither."""
+    candidates = sorted(Path(av.__file__).parent.parent.glob("av.libs/libopus*.so*"))
+    system = ctypes.util.find_library("opus")
+    for name in [*map(str, candidates), *([system] if system else [])]:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        lib.opus_decoder_create.restype = ctypes.c_void_p
+        lib.opus_decoder_create.argtypes = [ctypes.c_int32, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        lib.opus_decode_float.restype = ctypes.c_int
+        lib.opus_decode_float.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32, ctypes.c_void_p,
+                                          ctypes.c_int, ctypes.c_int]
+        lib.opus_decoder_destroy.restype = None
+        lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
+        return lib
+    return None
+
+
+_LIBOPUS = _load_libopus()
+
+
+class OpusDecoder:
+    """One mono 48 kHz libopus decoder called directly (ctypes): a third less per 20 ms packet than
+    PyAV's codec context (no packet/frame objects, no int16 step), the same library underneath."""
+
+    def __init__(self) -> None:
+        if _LIBOPUS is None:
+            raise RuntimeError("libopus not found")
+        err = ctypes.c_int(0)
+        self._state = _LIBOPUS.opus_decoder_create(SAMPLE_RATE_HZ, 1, ctypes.byref(err))
+        if err.value != 0 or not self._state:
+            raise RuntimeError(f"opus_decoder_create failed ({err.value})")
+        self._out = np.zeros(OPUS_MAX_FRAME_SAMPLES, dtype=np.float32)
+        self._out_ptr = self._out.ctypes.data
+        self._decode = _LIBOPUS.opus_decode_float
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        """The samples of one Opus packet (a copy); ValueError when it does not decode."""
+        n = self._decode(self._state, payload, len(payload), self._out_ptr, OPUS_MAX_FRAME_SAMPLES, 0)
+        if n < 0:
+            raise ValueError(f"opus_decode_float error {n}")
+        return self._out[:n].copy()
+
+    def close(self) -> None:
+        if self._state and _LIBOPUS is not None:
+            _LIBOPUS.opus_decoder_destroy(self._state)
+            self._state = None
+
+    def __del__(self) -> None:
+        self.close()
+
 
 AudioSink = Callable[[np.ndarray, float], None]
 """Receives decoded mono float32 48 kHz samples and the arrival time (``time.monotonic()``) of the
@@ -88,9 +148,12 @@ class AudioReceivePath:
         self.reorder_window_s = reorder_window_s
         self._loop = loop or asyncio.get_running_loop()
         self._clock = clock
-        self._decoder = av.CodecContext.create("libopus", "r")
-        self._decoder.sample_rate = SAMPLE_RATE_HZ
-        self._decoder.layout = "mono"
+        self._opus = OpusDecoder() if _LIBOPUS is not None else None
+        self._decoder: Any = None
+        if self._opus is None:  # libopus could not be loaded directly: PyAV's codec context
+            self._decoder = av.CodecContext.create("libopus", "r")
+            self._decoder.sample_rate = SAMPLE_RATE_HZ
+            self._decoder.layout = "mono"
         self._resampler = MonoResampler()
         self._last_raw_ts: int | None = None
         self._last_ext_ts = 0
@@ -144,6 +207,8 @@ class AudioReceivePath:
     def close(self) -> None:
         """Stop: cancel the reorder timer and drop what waits. Safe to call twice."""
         self._closed = True
+        if self._opus is not None:
+            self._opus.close()
         self._cancel_timer()
         self._pending.clear()
 
@@ -192,6 +257,23 @@ class AudioReceivePath:
     def _decode(self, payload: bytes, arrival: float) -> None:
         assert self._next_ts is not None
         self._decoded_at = arrival
+        if self._opus is not None:
+            try:
+                samples = self._opus.decode(payload)
+            except ValueError:
+                self.stats.decode_errors += 1
+                self._conceal(self._frame_samples, arrival)
+                self._next_ts += self._frame_samples
+                return
+            if samples.size:
+                self._frame_samples = samples.size
+                self._last_sample = float(samples[-1])
+                self.stats.decoded_frames += 1
+                self._next_ts += samples.size
+                self._sink(samples, arrival)
+            else:
+                self._next_ts += self._frame_samples
+            return
         try:
             frames = self._decoder.decode(av.Packet(payload))
         except (av.error.FFmpegError, ValueError):
