@@ -78,6 +78,7 @@ WORKER_POLL_S = 0.5  # how often the front refreshes each worker's sessions and 
 WORKER_START_TIMEOUT_S = 300.0  # numba's cache may be cold on first start
 WORKER_EXIT_GRACE_S = 15.0  # after a worker's own drain and teardown limits, before it is killed
 FORWARD_TIMEOUT_S = 30.0
+DRAIN_POLL_S = 0.1
 STOP_MARGIN_S = 10.0
 PASSED_HEADERS = ("Content-Type", "Location", "ETag", "Retry-After", "WWW-Authenticate", "X-Candidates-Added")
 MAX_GAUGES = frozenset({"seminote_edge_event_loop_lag_seconds", "process_max_fds"})
@@ -97,7 +98,8 @@ class Worker:
         self.index = index
         self.socket_path = socket_path
         self.proc: asyncio.subprocess.Process | None = None
-        self.http: aiohttp.ClientSession | None = None
+        self.http: aiohttp.ClientSession | None = None  # clients' requests: a connection each, closed after
+        self.control: aiohttp.ClientSession | None = None  # the front's own polls and scrapes: one connection
         self.status: dict[str, Any] = {"sessions": [], "count": 0, "accepting": False, "cpu_s": 0.0}
         self.pending = 0  # offers forwarded and not yet answered
         self.alive = False
@@ -108,8 +110,9 @@ class Worker:
 
     async def request(self, method: str, path: str, headers: dict[str, str] | None = None,
                       body: bytes | None = None, json_body: Any = None) -> tuple[int, dict[str, str], bytes]:
-        assert self.http is not None
-        async with self.http.request(method, f"http://worker{path}", headers=headers, data=body,
+        http = self.control if path.startswith(("/internal/", "/metrics")) else self.http
+        assert http is not None
+        async with http.request(method, f"http://worker{path}", headers=headers, data=body,
                                      json=json_body) as resp:
             data = await resp.read()
             return resp.status, {k: v for k, v in resp.headers.items() if k in PASSED_HEADERS}, data
@@ -149,8 +152,13 @@ class WorkerPool:
         assert w.proc.stdin is not None
         w.proc.stdin.write(settings.model_dump_json().encode())
         w.proc.stdin.close()
-        w.http = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=w.socket_path),
+        # A worker's task count (a leak signal in its metrics) must not depend on how many idle
+        # keep-alive connections the front happens to hold: clients' requests close theirs, the
+        # front's own traffic shares one.
+        w.http = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=w.socket_path, force_close=True),
                                        timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S))
+        w.control = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=w.socket_path, limit=1),
+                                          timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S))
         self._watchers.append(asyncio.create_task(self._watch(w), name=f"edge-worker-{w.index}-exit"))
 
     async def _watch(self, w: Worker) -> None:
@@ -233,8 +241,9 @@ class WorkerPool:
             self._poller.cancel()
         await asyncio.gather(*self._watchers, *([self._poller] if self._poller else []), return_exceptions=True)
         for w in self.workers:
-            if w.http is not None:
-                await w.http.close()
+            for http in (w.http, w.control):
+                if http is not None:
+                    await http.close()
         shutil.rmtree(self.dir, ignore_errors=True)
         return [p.returncode for p in procs]
 
@@ -503,11 +512,7 @@ async def serve_front(settings: EdgeSettings, notify: NotifyConfig | None, log_f
                       else log_format)
 
     def on_signal() -> None:
-        if stop.is_set():
-            cut_short.set()
-            pool.signal_all(signal.SIGTERM)
-        else:
-            stop.set()
+        (cut_short if stop.is_set() else stop).set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
@@ -552,8 +557,11 @@ async def serve_front(settings: EdgeSettings, notify: NotifyConfig | None, log_f
                 next_extend = loop.time() + EXTEND_PERIOD_S
                 notifier.extend_timeout(EXTEND_PERIOD_S + EXTEND_MARGIN_S)
                 notifier.status(service_status(front, draining=True))
-            await asyncio.sleep(0.1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cut_short.wait(), DRAIN_POLL_S)
         log.info("edge drained", sessions_left=front.count, cut_short=cut_short.is_set())
+        if cut_short.is_set():  # the second signal goes on to the workers: they end their sessions now
+            pool.signal_all(signal.SIGINT)  # not SIGTERM again: two pending SIGTERMs would merge into one
     finally:
         notifier.extend_timeout(3 * settings.server.shutdown_grace_s + STOP_MARGIN_S + WORKER_EXIT_GRACE_S)
         front.draining = True
