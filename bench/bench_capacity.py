@@ -48,6 +48,7 @@ from edge_node.tickets import TicketClaims, generate_keypair, mint_ticket, priva
 MATCH_WINDOW_S = 0.05
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_P99_MS = 50.0
+PROFILE_CLIENTS = os.environ.get("BENCH_PROFILE_CLIENTS")  # py-spy the load generator into this path (.0, .1, ...)
 
 
 # ------------------------------------------------------------------------------ client worker
@@ -303,7 +304,10 @@ def drive(whip_url: str, tickets: list[str], procs: int, ramp_s: float, settle_s
         idx = list(range(w, n, procs))
         job = {"whip_url": whip_url, "tickets": [tickets[i] for i in idx], "offsets": [offsets[i] for i in idx],
                "start_at": start_at, "window_start": window_start, "end_at": end_at}
-        p = subprocess.Popen([sys.executable, __file__, "--client"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        argv = [sys.executable, __file__, "--client"]
+        if PROFILE_CLIENTS:
+            argv = ["py-spy", "record", "-r", "100", "-f", "raw", "-o", f"{PROFILE_CLIENTS}.{w}", "--", *argv]
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True, cwd=ROOT, preexec_fn=(lambda: os.nice(niceness)) if niceness else None)
         assert p.stdin is not None
         p.stdin.write(json.dumps(job))
