@@ -324,7 +324,7 @@ def drive(whip_url: str, tickets: list[str], procs: int, ramp_s: float, settle_s
         assert proc.stdout is not None
         text = proc.stdout.read()
         proc.wait(timeout=120)
-        outs.append(json.loads(text.strip().splitlines()[-1]))
+        outs.append(json.loads([line for line in text.splitlines() if line.startswith("{")][-1]))
     wall = w1 - w0
     server_cpu = sum(s1[p] - s0.get(p, 0.0) for p in s1) / wall
     client_cpu = sum(c1[p] - c0[p] for p in c1) / wall
