@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -161,6 +162,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the edge's front and its worker processes)."""
+    pids = [pid]
+    for p in pids:
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            children = task / "children"
+            if children.exists():
+                pids += [int(x) for x in children.read_text().split()]
+    return list(dict.fromkeys(pids))
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for p in pids:
+        with contextlib.suppress(FileNotFoundError):
+            total += cpu_seconds(p)
+    return total
+
+
 def edge_histogram(url: str) -> dict[str, float]:
     import urllib.request
 
@@ -205,7 +225,8 @@ def run(n_sessions: int, receive_path: str, client_procs: int, stagger_s: float,
             ]
             procs = max(1, min(client_procs, n_sessions))
             shares = [tickets[i::procs] for i in range(procs)]
-            cpu0, wall0 = cpu_seconds(edge.pid), time.monotonic()
+            edge_pids = process_tree(edge.pid)  # every worker process, not only the front
+            cpu0, wall0 = tree_cpu_seconds(edge_pids), time.monotonic()
             workers = [
                 subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=_renice(niceness))
@@ -222,7 +243,7 @@ def run(n_sessions: int, receive_path: str, client_procs: int, stagger_s: float,
                 text = w.stdout.read()
                 w.wait(timeout=60)
                 outputs.append(json.loads(text.strip().splitlines()[-1]))
-            cpu_s, wall_s = cpu_seconds(edge.pid) - cpu0, time.monotonic() - wall0
+            cpu_s, wall_s = tree_cpu_seconds(edge_pids) - cpu0, time.monotonic() - wall0
             internal = edge_histogram(url)
         finally:
             edge.terminate()
