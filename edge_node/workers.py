@@ -75,6 +75,8 @@ from .tickets import ReplayGuard, load_public_key, verify_ticket
 log = structlog.get_logger(__name__)
 
 WORKER_POLL_S = 0.5  # how often the front refreshes each worker's sessions and load
+WORKER_POLL_TIMEOUT_S = 2.0
+WORKER_STUCK_S = 20.0  # a worker whose loop has not answered this long is killed (systemd's WatchdogSec is 30 s)
 WORKER_START_TIMEOUT_S = 300.0  # numba's cache may be cold on first start
 WORKER_EXIT_GRACE_S = 15.0  # after a worker's own drain and teardown limits, before it is killed
 FORWARD_TIMEOUT_S = 30.0
@@ -103,6 +105,7 @@ class Worker:
         self.status: dict[str, Any] = {"sessions": [], "count": 0, "accepting": False, "cpu_s": 0.0}
         self.pending = 0  # offers forwarded and not yet answered
         self.alive = False
+        self.answered_at = time.monotonic()  # last status poll it answered
 
     @property
     def load(self) -> int:
@@ -172,13 +175,15 @@ class WorkerPool:
         if w.proc is None or w.proc.returncode is not None:
             return False
         try:
-            status, _, body = await w.request("GET", "/internal/status")
+            async with asyncio.timeout(WORKER_POLL_TIMEOUT_S):
+                status, _, body = await w.request("GET", "/internal/status")
         except (aiohttp.ClientError, TimeoutError, OSError):
             return False
         if status != 200:
             return False
         w.status = json.loads(body)
         w.alive = True
+        w.answered_at = time.monotonic()
         for s in w.status["sessions"]:
             self.owner.setdefault(s["id"], w)
         return True
@@ -187,6 +192,14 @@ class WorkerPool:
         while True:
             await asyncio.sleep(WORKER_POLL_S)
             await asyncio.gather(*(self._poll(w) for w in self.workers if w.alive))
+            now = time.monotonic()
+            for w in self.workers:
+                # The front's own loop feeds systemd's watchdog; a worker's stuck loop is caught here.
+                if w.alive and w.proc is not None and w.proc.returncode is None \
+                        and now - w.answered_at > WORKER_STUCK_S:
+                    log.error("edge worker stuck; killing it", worker=w.index, silent_s=round(now - w.answered_at, 1))
+                    with contextlib.suppress(ProcessLookupError):
+                        w.proc.kill()
             live = {s["id"] for w in self.workers for s in w.status["sessions"]}
             pending = any(w.pending for w in self.workers)
             for sid in [sid for sid in self.owner if sid not in live]:

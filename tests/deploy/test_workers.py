@@ -2,12 +2,15 @@
 real WebRTC clients: sessions are spread over the workers and get feedback, the edge's total limit
 and the single-use ticket guard hold across workers, ``DELETE`` reaches the session's own worker,
 ``/metrics`` sums the workers, the control plane sees one edge with its whole capacity and every
-session, and SIGTERM exits 0."""
+session, SIGTERM exits 0, and a worker whose loop stops answering is killed while the others serve on."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +31,7 @@ from edge_node.client import FileAudioTrack, PracticeClient
 from edge_node.errors import WhipRefused
 from edge_node.material import midi, render
 from edge_node.tickets import TicketClaims, generate_keypair, mint_ticket, private_key_pem
+from edge_node.workers import WORKER_STUCK_S
 
 from .conftest import START_TIMEOUT_S, Daemon, spawn
 
@@ -108,7 +112,7 @@ async def test_two_workers_behind_one_port_share_sessions_limits_and_metrics(
         per_worker = [sample(text, f'seminote_edge_worker_sessions{{worker="{i}"}}') for i in (0, 1)]
         assert sorted(per_worker) == [1.0, 2.0]  # placed on the least loaded worker each time
         assert sample(text, "seminote_edge_sessions_max") == 3.0
-        assert sample(text, "seminote_edge_audio_frames_total") > 0  # summed over both workers
+        assert sample(text, 'seminote_edge_events_sent_total{type="onset"}') >= 3  # summed over both workers
         pids = {line.get("pid") for line in edge.log_lines() if line.get("event") == "worker listening"}
         assert len(pids) == 2
 
@@ -185,3 +189,30 @@ async def test_the_control_plane_sees_one_edge_with_every_workers_sessions(
     edge.signal()
     assert edge.proc is not None
     assert await asyncio.to_thread(edge.proc.wait, EXIT_TIMEOUT_S) == 0, edge.log_tail()
+
+
+async def test_a_stuck_worker_is_killed_and_the_others_keep_serving(tmp_path: Path, daemons: list[Daemon]) -> None:
+    key = generate_keypair()[0]
+    edge = spawn(daemons, "edge", ["edge_node", "serve", "--port", "0", "--log-format", "json"],
+                 edge_env(tmp_path, key), tmp_path)
+    url = await edge_url(edge)
+    pids = {int(line["worker"]): int(line["pid"]) for line in edge.log_lines()  # type: ignore[call-overload]
+            if line.get("event") == "worker listening"}
+    os.kill(pids[0], signal.SIGSTOP)  # its event loop stops answering, as a stuck loop would
+    try:
+        deadline = time.monotonic() + WORKER_STUCK_S + 20
+        while True:
+            _, text = await get(url + "/metrics")
+            if sample(text, 'seminote_edge_worker_up{worker="0"}') == 0.0:
+                break
+            assert time.monotonic() < deadline, "the stuck worker was not noticed"
+            await asyncio.sleep(0.5)
+        assert any(str(line.get("event")).startswith("edge worker stuck") for line in edge.log_lines())
+        assert sample(text, 'seminote_edge_worker_up{worker="1"}') == 1.0
+        status, _ = await get(url + "/healthz")
+        assert status == 200
+        async with PracticeClient(url + "/v1/whip", ticket(key, 0), FileAudioTrack(piece_wav(), tail_s=5.0)) as c:
+            await c.wait_for(lambda e: e.get("type") == "onset", EVENT_TIMEOUT_S)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pids[0], signal.SIGCONT)
