@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import os
 import signal
@@ -125,12 +126,27 @@ async def serve_worker(app: web.Application, settings: EdgeSettings, socket_path
     log.info("worker stopped")
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def exit_with_front() -> bool:
+    """Ask Linux to send this worker SIGTERM when the front process dies, even by SIGKILL (under
+    systemd the control group is killed anyway; elsewhere a worker must not outlive its edge, holding
+    its sessions and UDP ports). False when the front is already gone."""
+    front = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    return os.getppid() == front and front != 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edge_node.worker", description=__doc__)
     ap.add_argument("--index", type=int, required=True)
     ap.add_argument("--socket", required=True)
     ap.add_argument("--log-format", choices=("auto", "json", "console"), default="json")
     args = ap.parse_args(argv)
+    if not exit_with_front():
+        return 1
     configure_logging(args.log_format)
     settings = EdgeSettings.model_validate_json(sys.stdin.read())
     app = create_app(settings)

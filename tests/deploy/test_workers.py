@@ -216,3 +216,33 @@ async def test_a_stuck_worker_is_killed_and_the_others_keep_serving(tmp_path: Pa
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pids[0], signal.SIGCONT)
+
+
+async def test_workers_do_not_outlive_a_killed_front(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """SIGKILL of the front (no drain possible): its workers get SIGTERM from the kernel and exit."""
+    key = generate_keypair()[0]
+    edge = spawn(daemons, "edge", ["edge_node", "serve", "--port", "0", "--log-format", "json"],
+                 edge_env(tmp_path, key), tmp_path)
+    await edge_url(edge)
+    pids = [int(line["pid"]) for line in edge.log_lines()  # type: ignore[call-overload]
+            if line.get("event") == "worker listening"]
+    assert len(pids) == 2
+    assert edge.proc is not None
+    edge.proc.kill()
+    deadline = time.monotonic() + EXIT_TIMEOUT_S
+    alive = pids
+    while alive:
+        assert time.monotonic() < deadline, f"workers {alive} outlived the front"
+        await asyncio.sleep(0.2)
+        alive = [pid for pid in pids if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):  # a zombie (exited, not yet reaped by init) is not alive
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
