@@ -21,6 +21,7 @@ from edge_node.tickets import generate_keypair, load_private_key, private_key_pe
 from ._proto.seminote.v1 import fleet_pb2_grpc, progress_pb2_grpc, registry_pb2_grpc, router_pb2_grpc
 from .dispatch import Dispatcher
 from .errors import ConfigError
+from .fleet_index import warm_up
 from .gateway import Gateway
 from .ingest import Ingest
 from .progress_service import ProgressService
@@ -141,6 +142,7 @@ class ControlPlane:
         self.registry = Registry(s.registry, self.store)
         await self.registry.start()
         self.dispatcher = Dispatcher(self.registry, self.store, s.routing, key)
+        warm_up()  # the policy kernels compile (or load) here, not in the first Route
         authenticator = Authenticator(s.auth)
         self._guard = GuardInterceptor(authenticator)
         server = grpc.aio.server(interceptors=[self._guard], options=[

@@ -21,7 +21,7 @@ from edge_node.tickets import TicketClaims, mint_ticket
 
 from .errors import InvalidRequest, NoCapacity
 from .registry import unit_vector, validate_location
-from .router import Candidate, CandidateSet, Mode, Policy, decide
+from .router import Candidate, CandidateSet, Decision, Mode, Plan, Policy, decide, plan
 from .settings import RoutingSettings
 
 MAX_USER_CHARS = 256
@@ -110,6 +110,9 @@ class RouteSource(Protocol):
     def candidates(self, vec: tuple[float, float, float], rtts: Mapping[str, float],
                    regions_scanned: int) -> CandidateSet: ...
 
+    def decide_near(self, vec: tuple[float, float, float], p: Plan, policy: Policy, rng: random.Random,
+                    regions_scanned: int) -> Decision: ...
+
     def note_routed(self, edge_id: str, session_id: str) -> None: ...
 
 
@@ -156,9 +159,13 @@ class Dispatcher:
         validate_query(q)
         self.counters.total += 1
         vec = self._client_vector(q)
-        candidates = self.registry.candidates(vec, q.rtts, self.settings.regions_scanned)
         try:
-            decision = decide(candidates, q.tempo_bpm, q.prefer_detailed, self.policy, self.rng)
+            if q.rtts:  # measured RTTs replace estimates, and measured edges count wherever they are
+                candidates = self.registry.candidates(vec, q.rtts, self.settings.regions_scanned)
+                decision = decide(candidates, q.tempo_bpm, q.prefer_detailed, self.policy, self.rng)
+            else:
+                decision = self.registry.decide_near(vec, plan(q.tempo_bpm, q.prefer_detailed, self.policy),
+                                                     self.policy, self.rng, self.settings.regions_scanned)
         except NoCapacity:
             self.counters.exhausted += 1
             raise

@@ -5,10 +5,10 @@ keeps what must survive a restart (edges with operator cordon/drain, sessions). 
 only while its stream is open, its last report is within ``ttl_s``, it is not cordoned or draining,
 and it has a free slot counting sessions routed to it but not yet seen connected (``pending``).
 
-Spatial lookup: edges are grouped by region (:class:`RegionIndex`: numpy arrays of position, load,
-capacity and routability, updated in place on every report and route); a route scans regions
-nearest-centroid first and stops after ``regions_scanned`` regions that have routable edges, so a route
-costs a few vectorised operations over a few regions, not a Python loop over the fleet.
+Spatial lookup: a :class:`~control_plane.fleet_index.FleetIndex` holds the fleet as columns grouped by
+region (positions, load, capacity, routability), written in place on every report and route and
+rebuilt lazily when edges join or leave; a route ranks regions by centroid and runs the compiled
+policy over the nearest ``regions_scanned`` regions that have routable edges, not over the fleet.
 """
 
 from __future__ import annotations
@@ -18,25 +18,18 @@ import contextlib
 import enum
 import heapq
 import math
+import random
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import numpy as np
 import structlog
 
 from .errors import DuplicateEdge, InvalidRequest, UnknownEdge, WrongState
-from .router import (
-    BASE_RTT_MS,
-    EARTH_RADIUS_KM,
-    FIBRE_KM_PER_MS_RTT,
-    PATH_STRETCH,
-    Candidate,
-    CandidateSet,
-    routable,
-)
+from .fleet_index import FleetIndex, Member
+from .router import EARTH_RADIUS_KM, Candidate, CandidateSet, Decision, Plan, Policy, routable
 from .settings import RegistrySettings
 from .store import Store
 
@@ -156,7 +149,7 @@ class EdgeEntry:
     pending: dict[str, float] = field(default_factory=dict)  # session_id -> monotonic expiry
     stream: EdgeStream | None = None
     vec: tuple[float, float, float] = (1.0, 0.0, 0.0)
-    slot: int = -1  # index in its RegionIndex arrays
+    slot: int = -1  # index in the registry's FleetIndex columns (valid while the index is current)
 
     @property
     def state(self) -> EdgeState:
@@ -179,71 +172,6 @@ class EdgeEntry:
     def routable(self) -> bool:
         return routable(self.state is EdgeState.SERVING, not self.stale, self.cordoned or not self.load.accepting,
                         self.in_use, self.capacity)
-
-
-class RegionIndex:
-    """One region's edges as arrays, so a route ranks them without a Python loop per edge."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.entries: list[EdgeEntry] = []
-        self.ids = np.empty(0, dtype=object)
-        self.xyz = np.zeros((0, 3))
-        self.capacity = np.zeros(0, dtype=np.int64)
-        self.in_use = np.zeros(0, dtype=np.int64)
-        self.ok = np.zeros(0, dtype=bool)  # SERVING and accepting (fresh, connected, uncordoned)
-        self.last_report = np.zeros(0)     # monotonic seconds: freshness is checked per route, not per sweep
-        self.detailed = np.zeros(0, dtype=bool)
-        self.centroid = np.array([1.0, 0.0, 0.0])
-
-    def rebuild(self) -> None:
-        n = len(self.entries)
-        self.ids = np.empty(n, dtype=object)
-        self.ids[:] = [e.edge_id for e in self.entries]
-        self.xyz = np.array([e.vec for e in self.entries], dtype=float).reshape(n, 3)
-        self.capacity = np.array([e.capacity for e in self.entries], dtype=np.int64)
-        self.in_use = np.zeros(n, dtype=np.int64)
-        self.ok = np.zeros(n, dtype=bool)
-        self.last_report = np.zeros(n)
-        self.detailed = np.array([e.detailed_mode and e.model_loaded for e in self.entries], dtype=bool)
-        for i, e in enumerate(self.entries):
-            e.slot = i
-            self.refresh(e)
-        total = self.xyz.sum(axis=0) if n else np.array([1.0, 0.0, 0.0])
-        self.centroid = total / (np.linalg.norm(total) or 1.0)
-
-    def refresh(self, e: EdgeEntry) -> None:
-        self.in_use[e.slot] = e.in_use
-        self.ok[e.slot] = e.state is EdgeState.SERVING and e.load.accepting
-        self.last_report[e.slot] = e.last_report_mono
-
-    def routable_mask(self, fresh_since: float) -> np.ndarray:
-        """SERVING, accepting, a free slot, and a report at or after ``fresh_since`` (monotonic)."""
-        return self.ok & (self.in_use < self.capacity) & (self.last_report >= fresh_since)
-
-
-def rank_regions(regions: Sequence[RegionIndex], centroids: np.ndarray, vec: tuple[float, float, float],
-                 regions_scanned: int, fresh_since: float) -> CandidateSet:
-    """Routable edges of the ``regions_scanned`` nearest regions that have any, with estimated RTTs."""
-    if not regions:
-        return CandidateSet.of(())
-    c = np.asarray(vec)
-    order = np.argsort(((centroids - c) ** 2).sum(axis=1)).tolist()
-    parts: list[CandidateSet] = []
-    for ri in order:
-        region = regions[ri]
-        idx = np.flatnonzero(region.routable_mask(fresh_since))
-        if idx.size == 0:
-            continue
-        diff = region.xyz[idx] - c
-        chord = np.sqrt((diff * diff).sum(axis=1))
-        rtt = BASE_RTT_MS + (2 * EARTH_RADIUS_KM * PATH_STRETCH / FIBRE_KM_PER_MS_RTT) * np.arcsin(
-            np.minimum(1.0, chord / 2))
-        parts.append(CandidateSet(region.ids[idx], rtt, region.in_use[idx], region.capacity[idx],
-                                  region.detailed[idx]))
-        if len(parts) >= regions_scanned:
-            break
-    return CandidateSet.concat(parts)
 
 
 def validate_registration(reg: Registration) -> None:
@@ -291,9 +219,8 @@ class Registry:
         self.settings = settings
         self.store = store
         self.edges: dict[str, EdgeEntry] = {}
-        self._regions: dict[str, RegionIndex] = {}
-        self._region_order: list[RegionIndex] = []
-        self._centroids = np.zeros((0, 3))
+        self._fleet = FleetIndex()
+        self._fleet_stale = False  # membership changed since the index was built
         self.version = 0  # bumped whenever edges join or leave (route workers then reload membership)
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
@@ -341,58 +268,52 @@ class Registry:
     # ------------------------------------------------------------------ index
 
     def _index(self, entry: EdgeEntry) -> None:
-        old = self.edges.get(entry.edge_id)
-        if old is not None:
-            self._unindex(old)
+        self.edges.pop(entry.edge_id, None)
         self.edges[entry.edge_id] = entry
-        region = self._regions.get(entry.region)
-        if region is None:
-            region = self._regions[entry.region] = RegionIndex(entry.region)
-        region.entries.append(entry)
-        region.rebuild()
-        self._rebuild_centroids()
+        self._membership_changed()
 
     def _unindex(self, entry: EdgeEntry) -> None:
-        self.edges.pop(entry.edge_id, None)
-        region = self._regions.get(entry.region)
-        if region is not None and entry in region.entries:
-            region.entries.remove(entry)
-            if region.entries:
-                region.rebuild()
-            else:
-                del self._regions[entry.region]
-        self._rebuild_centroids()
+        if self.edges.get(entry.edge_id) is entry:
+            del self.edges[entry.edge_id]
+            self._membership_changed()
+
+    def _membership_changed(self) -> None:
+        self.version += 1
+        self._fleet_stale = True
+
+    @property
+    def fleet(self) -> FleetIndex:
+        """The routing columns, rebuilt here (not per registration) when edges joined or left."""
+        if self._fleet_stale:
+            entries = list(self.edges.values())
+            fleet = FleetIndex([Member(e.edge_id, e.region, e.vec, e.capacity, e.detailed_mode and e.model_loaded)
+                                for e in entries])
+            for e in entries:
+                e.slot = fleet.slots[e.edge_id]
+                fleet.set_load(e.slot, e.in_use, self._ok(e), e.last_report_mono)
+            self._fleet, self._fleet_stale = fleet, False
+        return self._fleet
+
+    @staticmethod
+    def _ok(e: EdgeEntry) -> bool:
+        return e.state is EdgeState.SERVING and e.load.accepting
 
     def snapshot(self, full: bool) -> dict[str, object]:
         """What route workers need to route like this process (``full``: membership too, else loads)."""
-        snap: dict[str, object] = {
-            "version": self.version,
-            "loads": [(r.in_use.copy(), r.ok.copy(), r.last_report.copy()) for r in self._region_order],
-        }
+        fleet = self.fleet
+        snap: dict[str, object] = {"version": self.version, "loads": fleet.loads()}
         if full:
-            snap["regions"] = [
-                (r.name, [(e.edge_id, e.whip_url, e.vec, e.capacity, e.detailed_mode and e.model_loaded)
-                          for e in r.entries])
-                for r in self._region_order
-            ]
+            snap["members"] = fleet.membership()
+            snap["whip_urls"] = [self.edges[m.edge_id].whip_url for m in fleet.members]
         return snap
 
-    def _rebuild_centroids(self) -> None:
-        self.version += 1
-        self._region_order = list(self._regions.values())
-        self._centroids = (np.array([r.centroid for r in self._region_order]) if self._region_order
-                           else np.zeros((0, 3)))
-
     def region_centroid(self, region: str) -> tuple[float, float, float] | None:
-        r = self._regions.get(region)
-        if r is None:
-            return None
-        x, y, z = r.centroid.tolist()
-        return (x, y, z)
+        return self.fleet.centroid(region)
 
     def _changed(self, entry: EdgeEntry | None = None) -> None:
-        if entry is not None and entry.slot >= 0 and self.edges.get(entry.edge_id) is entry:
-            self._regions[entry.region].refresh(entry)
+        if (entry is not None and not self._fleet_stale and entry.slot >= 0
+                and self.edges.get(entry.edge_id) is entry):
+            self._fleet.set_load(entry.slot, entry.in_use, self._ok(entry), entry.last_report_mono)
         for event in self.on_change:
             event.set()
 
@@ -512,7 +433,7 @@ class Registry:
         return entry
 
     def list_edges(self, region: str = "") -> list[EdgeEntry]:
-        entries = (self._regions[region].entries if region in self._regions else []) if region else self.edges.values()
+        entries = [e for e in self.edges.values() if e.region == region] if region else self.edges.values()
         return sorted(entries, key=lambda e: (e.region, e.edge_id))
 
     async def cordon(self, edge_id: str, command: object | None) -> EdgeEntry:
@@ -561,7 +482,7 @@ class Registry:
                    regions_scanned: int) -> CandidateSet:
         """Routable edges near ``vec`` (client unit vector) with their RTT (measured when given)."""
         fresh_since = time.monotonic() - self.settings.ttl_s  # exact TTL, whatever the sweeper's delay
-        cs = rank_regions(self._region_order, self._centroids, vec, regions_scanned, fresh_since)
+        cs = self.fleet.candidates(vec, regions_scanned, fresh_since)
         if not rtts:
             return cs
         # Measured RTTs replace estimates, and measured edges count wherever they are.
@@ -576,6 +497,11 @@ class Registry:
                     extra.append(Candidate(m.edge_id, measured, m.in_use, m.capacity, m.detailed_mode and m.model_loaded))
         return CandidateSet.concat([cs, CandidateSet.of(extra)]) if extra else cs
 
+    def decide_near(self, vec: tuple[float, float, float], p: Plan, policy: Policy, rng: random.Random,
+                    regions_scanned: int) -> Decision:
+        """The policy over the routable edges near ``vec`` (no measured RTTs), in one compiled call."""
+        return self.fleet.decide(vec, p, policy, rng, regions_scanned, time.monotonic() - self.settings.ttl_s)
+
     def note_routed(self, edge_id: str, session_id: str) -> None:
         """Counts a just-routed session against the edge until it connects or ``pending_ttl_s`` passes."""
         entry = self.edges.get(edge_id)
@@ -583,8 +509,8 @@ class Registry:
             expiry = time.monotonic() + self.settings.pending_ttl_s
             entry.pending[session_id] = expiry
             heapq.heappush(self._pending_heap, (expiry, edge_id, session_id))
-            if entry.slot >= 0:
-                self._regions[entry.region].in_use[entry.slot] += 1
+            if not self._fleet_stale and entry.slot >= 0:
+                self._fleet.in_use[entry.slot] += 1
 
     # ------------------------------------------------------------------ housekeeping
 

@@ -13,6 +13,11 @@ No I/O and no clocks here; the registry feeds snapshots (:class:`Candidate`) in 
   equally near; within that tier, power of two choices on utilisation, where utilisation counts
   sessions routed but not yet connected, so a burst spreads instead of piling onto one edge
   (:func:`choose`).
+
+The policy's loops are compiled (numba, ``cache=True``: :func:`decide_core`, :func:`choose_core`,
+:func:`gather_core`, :func:`route_core`): a route runs thousands of times a second and numpy's
+per-call overhead on arrays of a few dozen edges cost more than the policy itself. :func:`decide` and
+:func:`choose` are the same kernels behind a Python interface, so the tests here test what routes.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
+
+import edge_node.dsp  # noqa: F401 - points numba's cache somewhere writable before anything compiles
 
 from .errors import NoCapacity
 
@@ -33,6 +41,12 @@ EARTH_RADIUS_KM = 6371.0
 FIBRE_KM_PER_MS_RTT = 100.0
 PATH_STRETCH = 1.5
 BASE_RTT_MS = 2.0  # last-mile and stack overhead even for an edge next door
+RTT_MS_PER_RADIAN = 2 * EARTH_RADIUS_KM * PATH_STRETCH / FIBRE_KM_PER_MS_RTT  # times asin(chord / 2)
+
+# What the compiled policy found (decide_core's status).
+FOUND_PRIMARY, FOUND_FALLBACK, FOUND_ON_DEVICE, FOUND_NOTHING = 0, 1, 2, 3
+# Plan fallbacks as the kernels see them.
+FALLBACK_NONE, FALLBACK_ON_DEVICE, FALLBACK_LIGHT = 0, 1, 2
 
 
 class Mode(enum.StrEnum):
@@ -169,6 +183,157 @@ class CandidateSet:
         return self.in_use / np.maximum(self.capacity, 1)
 
 
+@njit(cache=True, nogil=True)
+def _better_load(util: np.ndarray, rtt: np.ndarray, a: int, b: int) -> bool:
+    """``(util[a], rtt[a]) < (util[b], rtt[b])``."""
+    return util[a] < util[b] or (util[a] == util[b] and rtt[a] < rtt[b])
+
+
+@njit(cache=True, nogil=True)
+def _nearer(util: np.ndarray, rtt: np.ndarray, a: int, b: int) -> bool:
+    """``(rtt[a], util[a]) < (rtt[b], util[b])``."""
+    return rtt[a] < rtt[b] or (rtt[a] == rtt[b] and util[a] < util[b])
+
+
+@njit(cache=True, nogil=True)
+def choose_core(rtt: np.ndarray, util: np.ndarray, fits: np.ndarray, n: int, slack_ms: float, max_alternates: int,
+                u1: float, u2: float, out: np.ndarray) -> int:
+    """Among positions ``fits[:n]``: nearest tier, power of two choices (``u1``, ``u2``: uniform draws in
+    [0, 1)), then alternates. Writes the chosen position then the alternates' to ``out``; returns how many.
+
+    Alternates: the rest of the tier by (utilisation, RTT), then farther fits by (RTT, utilisation); ties
+    keep the order of ``fits`` (a stable sort).
+    """
+    nearest = np.inf
+    for k in range(n):
+        nearest = min(nearest, rtt[fits[k]])
+    limit = nearest + slack_ms
+    tier = np.empty(n, np.int64)
+    nt = 0
+    for k in range(n):
+        if rtt[fits[k]] <= limit:
+            tier[nt] = fits[k]
+            nt += 1
+    if nt == 1:
+        chosen = tier[0]
+    else:
+        i = min(int(u1 * nt), nt - 1)
+        j = min(int(u2 * (nt - 1)), nt - 2)
+        if j >= i:
+            j += 1
+        a, b = tier[i], tier[j]
+        chosen = b if _better_load(util, rtt, b, a) else a  # a on a tie: (util, rtt)[a] <= [b]
+    out[0] = chosen
+    m = 1
+    if max_alternates <= 0:
+        return m
+    used = np.zeros(rtt.shape[0], np.bool_)
+    used[chosen] = True
+    while m < 1 + max_alternates:
+        best = -1
+        for t in range(nt):
+            f = tier[t]
+            if not used[f] and (best < 0 or _better_load(util, rtt, f, best)):
+                best = f
+        if best < 0:
+            break
+        used[best] = True
+        out[m] = best
+        m += 1
+    while m < 1 + max_alternates:
+        best = -1
+        for k in range(n):
+            f = fits[k]
+            if not used[f] and rtt[f] > limit and (best < 0 or _nearer(util, rtt, f, best)):
+                best = f
+        if best < 0:
+            break
+        used[best] = True
+        out[m] = best
+        m += 1
+    return m
+
+
+@njit(cache=True, nogil=True)
+def decide_core(rtt: np.ndarray, util: np.ndarray, detailed: np.ndarray, want_detailed: bool, budget_ms: float,
+                fallback: int, fallback_budget_ms: float, slack_ms: float, max_alternates: int, u1: float, u2: float,
+                out: np.ndarray) -> tuple[int, int]:
+    """The policy over candidates (columns): returns (``FOUND_*`` status, how many positions in ``out``)."""
+    n = rtt.shape[0]
+    fits = np.empty(n, np.int64)
+    nf = 0
+    for k in range(n):
+        if rtt[k] <= budget_ms and (detailed[k] or not want_detailed):
+            fits[nf] = k
+            nf += 1
+    if nf:
+        return FOUND_PRIMARY, choose_core(rtt, util, fits, nf, slack_ms, max_alternates, u1, u2, out)
+    if fallback == FALLBACK_ON_DEVICE:
+        return FOUND_ON_DEVICE, 0
+    if fallback == FALLBACK_LIGHT:
+        for k in range(n):
+            if rtt[k] <= fallback_budget_ms:
+                fits[nf] = k
+                nf += 1
+        if nf:
+            return FOUND_FALLBACK, choose_core(rtt, util, fits, nf, slack_ms, max_alternates, u1, u2, out)
+    return FOUND_NOTHING, 0
+
+
+@njit(cache=True, nogil=True)
+def gather_core(c: np.ndarray, centroids: np.ndarray, region_start: np.ndarray, region_end: np.ndarray,
+                xyz: np.ndarray, ok: np.ndarray, last_report: np.ndarray, in_use: np.ndarray, capacity: np.ndarray,
+                fresh_since: float, regions_scanned: int, out_index: np.ndarray, out_rtt: np.ndarray) -> int:
+    """Routable edges of the ``regions_scanned`` nearest regions (by centroid) that have any, with their
+    estimated RTT from ``c`` (a unit vector). Edges are grouped by region (``region_start/end`` slices).
+    Writes fleet indices and RTTs; returns how many. Routable: ``ok`` (serving, accepting), a free slot
+    (``in_use < capacity``) and a report at or after ``fresh_since`` (monotonic seconds)."""
+    r_count = centroids.shape[0]
+    dist = np.empty(r_count)
+    for r in range(r_count):
+        dx, dy, dz = centroids[r, 0] - c[0], centroids[r, 1] - c[1], centroids[r, 2] - c[2]
+        dist[r] = dx * dx + dy * dy + dz * dz
+    order = np.argsort(dist, kind="mergesort")
+    n = 0
+    found = 0
+    for o in range(r_count):
+        r = order[o]
+        before = n
+        for g in range(region_start[r], region_end[r]):
+            if ok[g] and in_use[g] < capacity[g] and last_report[g] >= fresh_since:
+                dx, dy, dz = xyz[g, 0] - c[0], xyz[g, 1] - c[1], xyz[g, 2] - c[2]
+                chord = np.sqrt(dx * dx + dy * dy + dz * dz)
+                out_index[n] = g
+                out_rtt[n] = BASE_RTT_MS + RTT_MS_PER_RADIAN * np.arcsin(min(1.0, chord / 2))
+                n += 1
+        if n > before:
+            found += 1
+            if found >= regions_scanned:
+                break
+    return n
+
+
+@njit(cache=True, nogil=True)
+def route_core(c: np.ndarray, centroids: np.ndarray, region_start: np.ndarray, region_end: np.ndarray,
+               xyz: np.ndarray, ok: np.ndarray, last_report: np.ndarray, in_use: np.ndarray, capacity: np.ndarray,
+               detailed: np.ndarray, fresh_since: float, regions_scanned: int, want_detailed: bool, budget_ms: float,
+               fallback: int, fallback_budget_ms: float, slack_ms: float, max_alternates: int, u1: float, u2: float,
+               out: np.ndarray, out_index: np.ndarray, out_rtt: np.ndarray) -> tuple[int, int, int]:
+    """:func:`gather_core` then :func:`decide_core` in one call: (status, positions in ``out``, candidates).
+    ``out[k]`` are positions into ``out_index`` (fleet indices) and ``out_rtt``."""
+    n = gather_core(c, centroids, region_start, region_end, xyz, ok, last_report, in_use, capacity, fresh_since,
+                    regions_scanned, out_index, out_rtt)
+    util = np.empty(n)
+    det = np.empty(n, np.bool_)
+    for k in range(n):
+        g = out_index[k]
+        util[k] = in_use[g] / max(capacity[g], 1)
+        det[k] = detailed[g]
+    status, m = decide_core(out_rtt[:n], util, det, want_detailed, budget_ms, fallback, fallback_budget_ms, slack_ms,
+                            max_alternates, u1, u2, out)
+    return status, m, n
+
+
 def choose(cs: CandidateSet, idx: np.ndarray, policy: Policy, rng: random.Random) -> tuple[Candidate, tuple[Candidate, ...]]:
     """Among candidates ``idx`` of ``cs``: nearest tier first, then power of two choices on utilisation.
 
@@ -177,25 +342,40 @@ def choose(cs: CandidateSet, idx: np.ndarray, policy: Policy, rng: random.Random
     """
     if idx.size == 0:
         raise ValueError("choose() needs at least one candidate")
-    rtt = cs.rtt_ms[idx]
-    limit = float(rtt.min()) + policy.tier_slack_ms
-    in_tier = rtt <= limit
-    tier = idx[in_tier]
-    util = cs.utilisation()
-    if tier.size == 1:
-        chosen = int(tier[0])
-    else:
-        a, b = (int(tier[j]) for j in rng.sample(range(tier.size), 2))
-        chosen = a if (util[a], cs.rtt_ms[a]) <= (util[b], cs.rtt_ms[b]) else b
-    k = policy.max_alternates
-    if k <= 0:
-        return cs[chosen], ()
-    rest = tier[tier != chosen]
-    picked = rest[np.lexsort((cs.rtt_ms[rest], util[rest]))[:k]].tolist()
-    if len(picked) < k:
-        farther = idx[~in_tier]
-        picked += farther[np.lexsort((util[farther], cs.rtt_ms[farther]))[: k - len(picked)]].tolist()
-    return cs[chosen], tuple(cs[i] for i in picked)
+    out = np.empty(1 + max(policy.max_alternates, 0), np.int64)
+    m = choose_core(cs.rtt_ms.astype(float), cs.utilisation(), idx.astype(np.int64), idx.size, policy.tier_slack_ms,
+                    policy.max_alternates, rng.random(), rng.random(), out)
+    return cs[int(out[0])], tuple(cs[int(i)] for i in out[1:m])
+
+
+def plan_args(p: Plan) -> tuple[bool, float, int, float]:
+    """A plan as the kernels take it: (want_detailed, budget_ms, fallback, fallback_budget_ms)."""
+    fallback = (FALLBACK_ON_DEVICE if p.fallback_mode is Mode.ON_DEVICE
+                else FALLBACK_LIGHT if p.fallback_mode is Mode.LIGHT else FALLBACK_NONE)
+    return p.mode is Mode.DETAILED, p.budget_ms, fallback, p.fallback_budget_ms
+
+
+def decision(p: Plan, status: int, picked: Sequence[Candidate], n_candidates: int) -> Decision:
+    """The :class:`Decision` for a kernel's result (``picked``: chosen then alternates).
+
+    Raises :class:`NoCapacity` when nothing fits (never for fast tempos: those fall back on device).
+    """
+    if status == FOUND_PRIMARY:
+        if p.mode is Mode.DETAILED:
+            return Decision(Mode.DETAILED, picked[0], tuple(picked[1:]),
+                            f"{p.tempo} tempo: detailed mode on a model-ready edge within {p.budget_ms:g} ms")
+        return Decision(Mode.LIGHT, picked[0], tuple(picked[1:]),
+                        f"{p.tempo} tempo: light mode on an edge within {p.budget_ms:g} ms")
+    if status == FOUND_ON_DEVICE:
+        return Decision(Mode.ON_DEVICE, None, (),
+                        f"{p.tempo} tempo: no edge within {p.budget_ms:g} ms, analyse on device")
+    if status == FOUND_FALLBACK:
+        return Decision(Mode.LIGHT, picked[0], tuple(picked[1:]),
+                        f"{p.tempo} tempo: no model-ready edge fits, light mode within "
+                        f"{p.fallback_budget_ms:g} ms")
+    if not n_candidates:
+        raise NoCapacity("no routable edge with free capacity")
+    raise NoCapacity(f"no routable edge within the {p.tempo} tempo latency budget ({p.budget_ms:g} ms)")
 
 
 def decide(
@@ -211,29 +391,7 @@ def decide(
     """
     cs = candidates if isinstance(candidates, CandidateSet) else CandidateSet.of(candidates)
     p = plan(tempo_bpm, prefer_detailed, policy)
-    within = cs.rtt_ms <= p.budget_ms
-    if p.mode is Mode.DETAILED:
-        fits = np.flatnonzero(within & cs.detailed_ready)
-        if fits.size:
-            chosen, alternates = choose(cs, fits, policy, rng)
-            return Decision(Mode.DETAILED, chosen, alternates,
-                            f"{p.tempo} tempo: detailed mode on a model-ready edge within {p.budget_ms:g} ms")
-    else:
-        fits = np.flatnonzero(within)
-        if fits.size:
-            chosen, alternates = choose(cs, fits, policy, rng)
-            return Decision(Mode.LIGHT, chosen, alternates,
-                            f"{p.tempo} tempo: light mode on an edge within {p.budget_ms:g} ms")
-    if p.fallback_mode is Mode.ON_DEVICE:
-        return Decision(Mode.ON_DEVICE, None, (),
-                        f"{p.tempo} tempo: no edge within {p.budget_ms:g} ms, analyse on device")
-    if p.fallback_mode is Mode.LIGHT:
-        fits = np.flatnonzero(cs.rtt_ms <= p.fallback_budget_ms)
-        if fits.size:
-            chosen, alternates = choose(cs, fits, policy, rng)
-            return Decision(Mode.LIGHT, chosen, alternates,
-                            f"{p.tempo} tempo: no model-ready edge fits, light mode within "
-                            f"{p.fallback_budget_ms:g} ms")
-    if not len(cs):
-        raise NoCapacity("no routable edge with free capacity")
-    raise NoCapacity(f"no routable edge within the {p.tempo} tempo latency budget ({p.budget_ms:g} ms)")
+    out = np.empty(1 + max(policy.max_alternates, 0), np.int64)
+    status, m = decide_core(cs.rtt_ms.astype(float), cs.utilisation(), cs.detailed_ready.astype(np.bool_),
+                            *plan_args(p), policy.tier_slack_ms, policy.max_alternates, rng.random(), rng.random(), out)
+    return decision(p, status, [cs[int(i)] for i in out[:m]], len(cs))

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import multiprocessing.connection
+import random
 import signal
 import time
 from collections.abc import Mapping
@@ -23,14 +25,13 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import grpc
-import numpy as np
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ._proto.seminote.v1 import router_pb2_grpc
 from .dispatch import Dispatcher
-from .registry import RegionIndex, Registry, rank_regions
-from .router import Candidate, CandidateSet
+from .fleet_index import FleetIndex, Member, warm_up
+from .registry import Registry
+from .router import Candidate, CandidateSet, Decision, Plan, Policy
 from .settings import ControlSettings
 from .store import Store
 
@@ -49,7 +50,6 @@ class ReplicaEdge:
     whip_url: str
     region: str
     vec: tuple[float, float, float]
-    region_index: int
     slot: int
 
 
@@ -59,8 +59,7 @@ class Replica:
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self.version = -1
-        self.regions: list[RegionIndex] = []
-        self.centroids = np.zeros((0, 3))
+        self.fleet = FleetIndex()
         self._edges: dict[str, ReplicaEdge] = {}
 
     @property
@@ -68,39 +67,24 @@ class Replica:
         return self._edges
 
     def load(self, snap: dict[str, Any]) -> None:
-        if "regions" in snap:
-            self.regions, self._edges = [], {}
-            for ri, (name, members) in enumerate(snap["regions"]):
-                region = RegionIndex(name)
-                n = len(members)
-                region.ids = np.empty(n, dtype=object)
-                region.ids[:] = [m[0] for m in members]
-                region.xyz = np.array([m[2] for m in members], dtype=float).reshape(n, 3)
-                region.capacity = np.array([m[3] for m in members], dtype=np.int64)
-                region.detailed = np.array([m[4] for m in members], dtype=bool)
-                total = region.xyz.sum(axis=0) if n else np.array([1.0, 0.0, 0.0])
-                region.centroid = total / (np.linalg.norm(total) or 1.0)
-                for slot, m in enumerate(members):
-                    self._edges[m[0]] = ReplicaEdge(m[1], name, tuple(m[2]), ri, slot)
-                self.regions.append(region)
-            self.centroids = (np.array([r.centroid for r in self.regions]) if self.regions else np.zeros((0, 3)))
+        if "members" in snap:
+            members = [Member(edge_id, region, tuple(vec), capacity, detailed)
+                       for edge_id, region, vec, capacity, detailed in snap["members"]]
+            self.fleet = FleetIndex(members)
+            self._edges = {m.edge_id: ReplicaEdge(url, m.region, m.vec, self.fleet.slots[m.edge_id])
+                           for m, url in zip(members, snap["whip_urls"], strict=True)}
             self.version = snap["version"]
         if snap["version"] != self.version:
             return  # loads for a membership we do not have yet; the main process sends it next
-        for region, (in_use, ok, last_report) in zip(self.regions, snap["loads"], strict=True):
-            region.in_use, region.ok, region.last_report = in_use, ok, last_report
+        self.fleet.set_loads(*snap["loads"])
 
     def region_centroid(self, region: str) -> tuple[float, float, float] | None:
-        for r in self.regions:
-            if r.name == region:
-                x, y, z = r.centroid.tolist()
-                return (x, y, z)
-        return None
+        return self.fleet.centroid(region)
 
     def candidates(self, vec: tuple[float, float, float], rtts: Mapping[str, float],
                    regions_scanned: int) -> CandidateSet:
         fresh_since = time.monotonic() - self.ttl_s
-        cs = rank_regions(self.regions, self.centroids, vec, regions_scanned, fresh_since)
+        cs = self.fleet.candidates(vec, regions_scanned, fresh_since)
         if not rtts:
             return cs
         position = {edge_id: i for i, edge_id in enumerate(cs.edge_ids.tolist())}
@@ -108,17 +92,18 @@ class Replica:
         for edge_id, measured in rtts.items():
             if edge_id in position:
                 cs.rtt_ms[position[edge_id]] = measured
-            elif (e := self._edges.get(edge_id)) is not None:
-                r = self.regions[e.region_index]
-                if r.routable_mask(fresh_since)[e.slot]:
-                    extra.append(Candidate(edge_id, measured, int(r.in_use[e.slot]), int(r.capacity[e.slot]),
-                                           bool(r.detailed[e.slot])))
+            elif (e := self._edges.get(edge_id)) is not None and self.fleet.routable(e.slot, fresh_since):
+                extra.append(self.fleet.candidate(e.slot, measured))
         return CandidateSet.concat([cs, CandidateSet.of(extra)]) if extra else cs
+
+    def decide_near(self, vec: tuple[float, float, float], p: Plan, policy: Policy, rng: random.Random,
+                    regions_scanned: int) -> Decision:
+        return self.fleet.decide(vec, p, policy, rng, regions_scanned, time.monotonic() - self.ttl_s)
 
     def note_routed(self, edge_id: str, session_id: str) -> None:
         e = self._edges.get(edge_id)
         if e is not None:
-            self.regions[e.region_index].in_use[e.slot] += 1
+            self.fleet.in_use[e.slot] += 1
 
 
 class Batch:
@@ -147,14 +132,15 @@ async def _serve_worker(settings: ControlSettings, key_pem: str, conn: multiproc
     from edge_node.tickets import load_private_key
 
     from .app import server_credentials
-    from .server import Authenticator, GuardInterceptor, RouterService
+    from .server import Authenticator, router_handlers
 
     replica = Replica(settings.registry.ttl_s)
     batch = Batch()
     dispatcher = Dispatcher(replica, batch, settings.routing, load_private_key(key_pem))
-    server = grpc.aio.server(interceptors=[GuardInterceptor(Authenticator(settings.auth))], options=[
+    # No interceptor: the one method served here checks its caller itself (same codes as the main port).
+    server = grpc.aio.server(options=[
         ("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", settings.grpc.max_message_bytes)])
-    router_pb2_grpc.add_RouterServicer_to_server(RouterService(dispatcher), server)
+    server.add_generic_rpc_handlers((router_handlers(dispatcher, Authenticator(settings.auth)),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{settings.grpc.host}:{settings.grpc.route_port}"
@@ -162,6 +148,10 @@ async def _serve_worker(settings: ControlSettings, key_pem: str, conn: multiproc
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     first = await asyncio.to_thread(conn.recv)
     replica.load(first)
+    warm_up()  # compile (or load) the policy kernels before the first call, not during it
+    # Start-up objects leave the collector's working set: fewer, cheaper collections while routing.
+    gc.collect()
+    gc.freeze()
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await asyncio.to_thread(conn.send, {"ready": port})

@@ -9,7 +9,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 APT_PACKAGES=(nats-server fluidsynth fluid-soundfont-gm timgm6mb-soundfont csound-soundfont chromium python3-venv
-              systemd libsndfile1 ffmpeg)
+              systemd libsndfile1 ffmpeg nghttp2-client)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
