@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edge_node.tickets import generate_keypair, private_key_pem
 
-from .conftest import MDWE_PRELUDE, START_TIMEOUT_S, Daemon, free_port, mdwe_supported, spawn
+from .conftest import START_TIMEOUT_S, Daemon, free_port, spawn
 
 WATCHDOG_USEC = 300_000  # pings expected every 150 ms
 OBSERVE_S = 1.5
@@ -85,13 +85,9 @@ def test_edge_serve_notifies_ready_watchdog_status_and_stopping(tmp_path: Path, 
 
 
 def test_control_serve_notifies_and_serves_metrics(tmp_path: Path, daemons: list[Daemon]) -> None:
-    """Under the kernel's memory-deny-write-execute when it has one: the control unit sets
-    MemoryDenyWriteExecute=yes, so the control plane must run with it."""
     port = free_port()
-    wrapper = [sys.executable, "-c", MDWE_PRELUDE + "os.execv(sys.argv[1], sys.argv[1:])"] \
-        if mdwe_supported() else None
     d = spawn(daemons, "control", ["control_plane", "serve"], control_env(tmp_path, port), tmp_path,
-              watchdog_usec=WATCHDOG_USEC, wrapper=wrapper)
+              watchdog_usec=WATCHDOG_USEC)
     d.wait_for("READY=1", START_TIMEOUT_S)
     assert "STATUS=no edges; 0 routes" in d.fields()
     assert_watchdog_pings(d)

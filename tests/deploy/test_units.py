@@ -92,15 +92,16 @@ def test_units_speak_the_notify_protocol_and_keep_state_where_systemd_gives_it(u
     assert lines["StateDirectory"] == name and lines["CacheDirectory"] == name
 
 
-def test_edge_unit_points_numba_cache_at_its_cache_directory() -> None:
-    text = (UNIT_DIR / "seminote-edge.service").read_text()
-    assert "Environment=NUMBA_CACHE_DIR=%C/seminote-edge/numba" in text
+@pytest.mark.parametrize("unit", ["seminote-edge", "seminote-control"])
+def test_units_point_numba_cache_at_their_cache_directory(unit: str) -> None:
+    text = (UNIT_DIR / f"{unit}.service").read_text()
+    assert f"Environment=NUMBA_CACHE_DIR=%C/{unit}/numba" in text
     assert "\nMemoryDenyWriteExecute=" not in text
 
 
 def test_numba_jit_cannot_run_under_memory_deny_write_execute(tmp_path: Path) -> None:
-    """Why the edge unit leaves MemoryDenyWriteExecute= off: under the kernel's MDWE (what systemd
-    applies for it), numba cannot compile a kernel. If this ever passes, the edge unit can set it."""
+    """Why the units leave MemoryDenyWriteExecute= off: under the kernel's MDWE (what systemd
+    applies for it), numba cannot compile a kernel. If this ever passes, the units can set it."""
     if not mdwe_supported():
         pytest.skip("this kernel has no PR_SET_MDWE (Linux >= 6.3)")
     code = MDWE_PRELUDE + (
