@@ -19,10 +19,11 @@ import multiprocessing.connection
 import random
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import structlog
@@ -36,6 +37,7 @@ from .settings import ControlSettings
 from .store import Store
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 BATCH_INTERVAL_S = 0.05
 WORKER_START_TIMEOUT_S = 60.0
@@ -146,7 +148,9 @@ async def _serve_worker(settings: ControlSettings, key_pem: str, conn: multiproc
     address = f"{settings.grpc.host}:{settings.grpc.route_port}"
     credentials = server_credentials(settings.grpc)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    first = await asyncio.to_thread(conn.recv)
+    io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="route-worker-pipe")  # recv + send, never starved
+    loop = asyncio.get_running_loop()
+    first = await loop.run_in_executor(io, conn.recv)
     replica.load(first)
     warm_up()  # compile (or load) the policy kernels before the first call, not during it
     # Start-up objects leave the collector's working set: fewer, cheaper collections while routing.
@@ -154,12 +158,12 @@ async def _serve_worker(settings: ControlSettings, key_pem: str, conn: multiproc
     gc.freeze()
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    await asyncio.to_thread(conn.send, {"ready": port})
+    await loop.run_in_executor(io, conn.send, {"ready": port})
     log.info("route worker serving", worker=index, port=port)
 
     async def receive() -> None:
         while True:
-            replica.load(await asyncio.to_thread(conn.recv))
+            replica.load(await loop.run_in_executor(io, conn.recv))
 
     async def report() -> None:
         last = (0, 0, 0)
@@ -172,7 +176,7 @@ async def _serve_worker(settings: ControlSettings, key_pem: str, conn: multiproc
                 payload = taken or {"sessions": [], "routes": []}
                 payload["counters"] = tuple(b - a for a, b in zip(last, counts, strict=True))
                 last = counts
-                await asyncio.to_thread(conn.send, payload)
+                await loop.run_in_executor(io, conn.send, payload)
 
     try:
         async with asyncio.TaskGroup() as tg:
@@ -182,6 +186,7 @@ async def _serve_worker(settings: ControlSettings, key_pem: str, conn: multiproc
         pass  # the main process went away or closed our pipe: stop
     finally:
         await server.stop(1.0)
+        io.shutdown(wait=False, cancel_futures=True)
 
 
 def worker_entry(settings_json: str, key_pem: str, conn: multiprocessing.connection.Connection, index: int) -> None:
@@ -212,9 +217,20 @@ class WorkerPool:
         self._conns: list[multiprocessing.connection.Connection] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        # Pipe I/O blocks (a recv waits for the next batch; a send waits while a busy worker's pipe is
+        # full), so it gets threads of its own, two per worker: on the default executor (6 threads on 2
+        # cores) three workers' blocked recvs and sends starved the snapshot feed, and the workers'
+        # replicas went stale (every route RESOURCE_EXHAUSTED) under load.
+        self._io: ThreadPoolExecutor | None = None
+
+    async def _pipe(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._io is not None
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     async def start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
+        self._io = ThreadPoolExecutor(max_workers=2 * self.settings.routing.workers + 1,
+                                      thread_name_prefix="route-worker-pipe")
         settings_json = self.settings.model_dump_json()
         for i in range(self.settings.routing.workers):
             parent, child = ctx.Pipe(duplex=True)
@@ -224,9 +240,9 @@ class WorkerPool:
             child.close()
             self._procs.append(proc)
             self._conns.append(parent)
-            await asyncio.to_thread(parent.send, self.registry.snapshot(full=True))
+            await self._pipe(parent.send, self.registry.snapshot(full=True))
         for i, conn in enumerate(self._conns):
-            ready = await asyncio.wait_for(asyncio.to_thread(conn.recv), WORKER_START_TIMEOUT_S)
+            ready = await asyncio.wait_for(self._pipe(conn.recv), WORKER_START_TIMEOUT_S)
             self.port = ready["ready"]
             self._tasks.append(asyncio.create_task(self._feed(conn), name=f"worker-{i}-feed"))
             self._tasks.append(asyncio.create_task(self._apply(conn), name=f"worker-{i}-apply"))
@@ -239,7 +255,7 @@ class WorkerPool:
                 await asyncio.sleep(self.settings.routing.replica_interval_s)
                 full = self.registry.version != version
                 version = self.registry.version
-                await asyncio.to_thread(conn.send, self.registry.snapshot(full=full))
+                await self._pipe(conn.send, self.registry.snapshot(full=full))
         except (EOFError, OSError) as exc:  # the worker died: its port share goes, the others keep serving
             log.error("route worker gone", error=repr(exc))
 
@@ -252,7 +268,7 @@ class WorkerPool:
     async def _apply_batches(self, conn: multiprocessing.connection.Connection) -> None:
         counters = self.dispatcher.counters
         while True:
-            batch = await asyncio.to_thread(conn.recv)
+            batch = await self._pipe(conn.recv)
             for session_id, fields in batch["sessions"]:
                 if fields.get("state") == "routed":
                     self.registry.note_routed(fields["edge_id"], session_id)
@@ -280,3 +296,5 @@ class WorkerPool:
             if proc.is_alive():
                 proc.kill()
                 await asyncio.to_thread(proc.join, WORKER_STOP_TIMEOUT_S)
+        if self._io is not None:
+            self._io.shutdown(wait=False, cancel_futures=True)

@@ -59,3 +59,33 @@ async def test_route_workers_route_from_a_replica_and_report_back(tmp_path: Path
                 assert stats.routes_total >= 31
         workers = cp.workers
     assert workers is not None and all(not p.is_alive() for p in workers._procs)
+
+
+async def test_workers_replicas_stay_fresh_when_the_default_executor_is_busy(tmp_path: Path) -> None:
+    """Pipe I/O to the workers has threads of its own: with the loop's default executor down to one
+    (busy) thread, the snapshot feed still reaches them and they keep routing past the TTL."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop = asyncio.get_running_loop()
+    tiny = ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(tiny)
+    settings = control_settings(tmp_path / "cp", report_interval_s=0.5, ttl_s=1.5, sweep_interval_s=0.1)
+    settings.routing.workers = 2
+    settings.grpc.route_port = free_port()
+    async with ControlPlane(settings) as cp, make_agent(cp.port or 0, identity("edge-paris", capacity=100_000)) as a:
+        await asyncio.wait_for(a.registered.wait(), 10)
+        request = router_pb2.RouteRequest(user="w", has_location=True, lat=48.8, lon=2.3, tempo_bpm=90)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{cp.route_port}") as channel:
+            stub = router_pb2_grpc.RouterStub(channel)
+            started = time.monotonic()
+            exhausted = 0
+            while time.monotonic() - started < 4 * settings.registry.ttl_s:  # well past the TTL
+                try:
+                    reply = await stub.Route(request, metadata=auth(CLIENT), timeout=2)
+                    assert reply.edge_id == "edge-paris"
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    exhausted += 1
+                    assert time.monotonic() - started < 3, "replicas went stale"  # only before the edge arrives
+                await asyncio.sleep(0.02)
+    tiny.shutdown(wait=False)
