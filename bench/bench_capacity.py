@@ -42,11 +42,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_latency import cpu_seconds, process_tree  # noqa: E402
+
 from edge_node.audio import CHUNK_SAMPLES, SAMPLE_RATE_HZ  # noqa: E402
 from edge_node.tickets import TicketClaims, generate_keypair, mint_ticket, private_key_pem  # noqa: E402
 
 MATCH_WINDOW_S = 0.05
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_P99_MS = 50.0
 PROFILE_CLIENTS = os.environ.get("BENCH_PROFILE_CLIENTS")  # py-spy the load generator into this path (.0, .1, ...)
 
@@ -224,26 +225,8 @@ async def plain_receiver_server(port_file: str) -> None:
 # ------------------------------------------------------------------------------ measurement
 
 
-def proc_cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def tree_pids(pid: int) -> list[int]:
-    pids = [pid]
-    for p in pids:
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            with_children = task / "children"
-            if with_children.exists():
-                pids += [int(x) for x in with_children.read_text().split()]
-    return list(dict.fromkeys(pids))
-
-
 def tree_cpu_s(pid: int, pids: list[int] | None = None) -> dict[int, float]:
-    return {p: proc_cpu_s(p) for p in (pids or tree_pids(pid))}
+    return {p: cpu_seconds(p) for p in (pids or process_tree(pid))}
 
 
 def scrape(url: str) -> str:
@@ -314,11 +297,11 @@ def drive(whip_url: str, tickets: list[str], procs: int, ramp_s: float, settle_s
         p.stdin.close()
         workers.append(p)
     time.sleep(max(0.0, window_start - time.monotonic()))
-    server_pids = tree_pids(server_pid)
-    s0, c0, w0 = tree_cpu_s(server_pid, server_pids), {w.pid: proc_cpu_s(w.pid) for w in workers}, time.monotonic()
+    server_pids = process_tree(server_pid)
+    s0, c0, w0 = tree_cpu_s(server_pid, server_pids), {w.pid: cpu_seconds(w.pid) for w in workers}, time.monotonic()
     load0 = os.getloadavg()[0]
     time.sleep(max(0.0, end_at - time.monotonic()))
-    s1, c1, w1 = tree_cpu_s(server_pid, server_pids), {w.pid: proc_cpu_s(w.pid) for w in workers}, time.monotonic()
+    s1, c1, w1 = tree_cpu_s(server_pid, server_pids), {w.pid: cpu_seconds(w.pid) for w in workers}, time.monotonic()
     outs = []
     for proc in workers:
         assert proc.stdout is not None
