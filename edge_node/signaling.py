@@ -23,6 +23,7 @@ import ipaddress
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,18 +97,29 @@ def create_app(settings: EdgeSettings, metrics: EdgeMetrics | None = None) -> we
             yield
 
     app.cleanup_ctx.append(manager_ctx)
-    app.router.add_post("/v1/whip", whip_offer)
-    app.router.add_delete("/v1/sessions/{session_id}", delete_session)
-    app.router.add_patch("/v1/sessions/{session_id}", patch_session)
+    add_public_routes(app, whip=whip_offer, delete=delete_session, patch=patch_session, healthz=healthz,
+                      readyz=readyz, metrics=metrics_handler, dev_tickets=server.dev_tickets)
+    return app
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_public_routes(app: web.Application, *, whip: Handler, delete: Handler, patch: Handler, healthz: Handler,
+                      readyz: Handler, metrics: Handler, dev_tickets: bool) -> None:
+    """The edge's public HTTP paths (DESIGN.md), whether one process serves them or the front of
+    per-core workers does: WHIP and its session resource, probes, metrics, the practice page."""
+    app.router.add_post("/v1/whip", whip)
+    app.router.add_delete("/v1/sessions/{session_id}", delete)
+    app.router.add_patch("/v1/sessions/{session_id}", patch)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR)
-    if server.dev_tickets:
+    if dev_tickets:
         app.router.add_post("/v1/dev/ticket", dev_ticket)
-    return app
 
 
 # ------------------------------------------------------------------------------ errors

@@ -60,14 +60,12 @@ from .signaling import (
     SDP_TYPE,
     SETTINGS_KEY,
     SIGNER_KEY,
-    STATIC_DIR,
     _bearer,
     _error,
     _missing_ticket,
     _read_text,
     _ticket_error,
-    dev_ticket,
-    index,
+    add_public_routes,
     load_ticket_keys,
 )
 from .tickets import ReplayGuard, load_public_key, verify_ticket
@@ -500,17 +498,8 @@ def create_front_app(settings: EdgeSettings, pool: WorkerPool) -> tuple[web.Appl
     app[SETTINGS_KEY] = settings
     if private_key is not None:
         app[SIGNER_KEY] = private_key
-    app.router.add_post("/v1/whip", whip_offer)
-    app.router.add_delete("/v1/sessions/{session_id}", _forward_session)
-    app.router.add_patch("/v1/sessions/{session_id}", _forward_session)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/", index)
-    if STATIC_DIR.is_dir():
-        app.router.add_static("/static/", STATIC_DIR)
-    if server.dev_tickets:
-        app.router.add_post("/v1/dev/ticket", dev_ticket)
+    add_public_routes(app, whip=whip_offer, delete=_forward_session, patch=_forward_session, healthz=healthz,
+                      readyz=readyz, metrics=metrics_handler, dev_tickets=server.dev_tickets)
     return app, front
 
 
